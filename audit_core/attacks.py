@@ -1,0 +1,770 @@
+"""Adversarial attacks: the core's attack service (upper bounds on robustness).
+
+Several analyses need *attack upper bounds*: the distance to an adversarial example
+that was actually found. This module provides, batched over samples and in float64:
+
+* :func:`pgd` -- projected gradient descent on a margin (Carlini-Wagner style) loss,
+  Madry et al. 2018, "Towards Deep Learning Models Resistant to Adversarial Attacks";
+* :func:`iterated_fgsm` -- the basic iterative method (I-FGSM), Kurakin et al. 2016,
+  "Adversarial examples in the physical world";
+* :func:`deepfool` -- multi-class DeepFool, Moosavi-Dezfooli et al. 2016, "DeepFool: a
+  simple and accurate method to fool deep neural networks" (l2, and linf through the
+  l1 dual norm);
+* :func:`random_search` -- uniform sampling inside a ball (a weak but assumption-free
+  attack used by soundness tests);
+* :func:`minimal_adversarial` -- the minimal-norm search: DeepFool, then a per-sample
+  bisection on the radius with PGD, each adversarial point shrunk by a line search
+  towards the clean input.
+
+Decision rule: :func:`audit_core.labels.predict` (argmax for K >= 2 logits; a single
+logit is a binary classifier predicting class 1 iff the logit is > 0).
+
+Soundness contract: a *distance* is only ever reported for a point ``x_adv`` that a
+forward pass of ``model`` classified differently from ``y`` and that lies inside the
+input bounds; the distance is the float64 norm of ``x_adv - x`` computed from the
+returned arrays. Elsewhere the distance is ``inf``.
+
+Determinism: the random attacks draw from a ``torch.Generator``; without one they use a
+fresh generator seeded with 0, so that repeated calls give identical results. The model
+should be in evaluation mode (no dropout, frozen batch-norm statistics) and process
+samples independently.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from audit_core.labels import margin, predict
+
+Model = Callable[[torch.Tensor], torch.Tensor]
+"""Maps a float64 batch ``(N, *input_shape)`` to logits ``(N, K)``."""
+BoundLike = float | torch.Tensor | np.ndarray | None
+Radius = float | torch.Tensor
+
+NORMS = ("l2", "linf")
+MARGIN_TOL = 1e-10
+"""Relative margin an internal candidate must clear to count as adversarial.
+
+A candidate is accepted when ``margin < -MARGIN_TOL * (1 + max |logit|)``, so that a
+point found by one forward pass stays misclassified when the model is re-evaluated on a
+different batch (float64 rounding differs by ~1e-16 relative). The final verification of
+returned points only asks ``predict(model(x_adv)) != y``.
+"""
+_UNIT = float(torch.finfo(torch.float64).eps)
+_RANDOM_CHUNK_ELEMENTS = 2**22
+
+
+# --------------------------------------------------------------------------- results
+
+
+@dataclass(frozen=True)
+class AttackResult:
+    """Outcome of one attack on a batch (torch tensors, float64).
+
+    Attributes:
+        x_adv: ``(N, *input_shape)`` the attack's final point per sample (for PGD the most
+            adversarial iterate); inside the bounds. Equal to ``x`` for samples that were
+            misclassified to begin with.
+        success: ``(N,)`` bool, ``x_adv`` verified misclassified by a final forward pass,
+            inside the bounds (and, for the eps-bounded attacks, within ``eps``).
+        distance: ``(N,)`` norm of ``x_adv - x`` where ``success``, ``inf`` elsewhere.
+        norm: ``"l2"`` or ``"linf"``.
+    """
+
+    x_adv: torch.Tensor
+    success: torch.Tensor
+    distance: torch.Tensor
+    norm: str
+
+
+@dataclass(frozen=True)
+class MinimalAdversarial:
+    """Per-sample smallest adversarial perturbation found (numpy, float64).
+
+    Attributes:
+        distance: ``(N,)`` exact norm of ``x_adv - x``; ``inf`` where nothing was found,
+            ``0`` for samples misclassified to begin with.
+        x_adv: ``(N, *input_shape)`` verified adversarial example; equal to ``x`` where
+            nothing was found.
+        found: ``(N,)`` bool.
+        adv_label: ``(N,)`` int64 label predicted at ``x_adv``; ``-1`` where not found.
+        norm: ``"l2"`` or ``"linf"``.
+    """
+
+    distance: np.ndarray
+    x_adv: np.ndarray
+    found: np.ndarray
+    adv_label: np.ndarray
+    norm: str
+
+
+@dataclass(frozen=True)
+class MinimalAttackConfig:
+    """Budget of :func:`minimal_adversarial`.
+
+    Attributes:
+        steps: PGD iterations per restart and bisection step.
+        restarts: PGD starts per bisection step; the first starts from the best
+            adversarial direction found so far (rescaled into the ball), the others from a
+            uniform random point of the ball (Madry et al. 2018).
+        step_fraction: PGD step size as a fraction of the radius (l2: length of a
+            normalised-gradient step; linf: size of a sign step).
+        bisection_steps: halvings of the radius interval ``[lo, best distance]``.
+        bisection_rtol: a sample leaves the bisection once ``hi - lo <= rtol * hi``.
+        deepfool_iter: DeepFool iterations for the first point.
+        overshoot: DeepFool overshoot (the line search removes it afterwards).
+        line_search_steps: halvings of ``t`` in the line search along ``x_adv - x``.
+        search_radius: PGD radius tried for samples DeepFool did not break; ``None`` uses
+            the diameter of the input box in the norm, or ``4 * max(1, ||x||)`` without
+            finite bounds.
+        batch_size: samples processed together (bounds the memory of DeepFool's Jacobian,
+            ``batch_size * K * input_size`` floats).
+    """
+
+    steps: int = 40
+    restarts: int = 2
+    step_fraction: float = 0.08
+    bisection_steps: int = 10
+    bisection_rtol: float = 1e-3
+    deepfool_iter: int = 50
+    overshoot: float = 0.02
+    line_search_steps: int = 40
+    search_radius: float | None = None
+    batch_size: int = 256
+
+    def work_units(self, num_samples: int) -> int:
+        """Total work units of :func:`minimal_adversarial` on ``num_samples`` samples.
+
+        A unit is one sample going through one phase; the phases are DeepFool, the wide PGD
+        search for samples DeepFool missed, and each bisection step (samples that need no
+        work in a phase, e.g. misclassified ones, still count as done).
+        """
+        return num_samples * (self.bisection_steps + 2)
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _check_norm(norm: str) -> None:
+    if norm not in NORMS:
+        raise ValueError(f"unknown norm {norm!r}; expected one of {NORMS}")
+
+
+def _as_inputs(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    x = torch.as_tensor(x, dtype=torch.float64).detach()
+    y = torch.as_tensor(y).long().reshape(-1)
+    if x.dim() < 2 or x.shape[0] != y.shape[0]:
+        raise ValueError(f"x must be (N, *input_shape) and y (N,); got {tuple(x.shape)}, "
+                         f"{tuple(y.shape)}")
+    return x, y
+
+
+def _flat_norm(v: torch.Tensor, norm: str) -> torch.Tensor:
+    """Per-sample ``norm`` of a batch ``(N, ...)``; ``"l1"`` is allowed as a dual norm."""
+    flat = v.reshape(v.shape[0], -1)
+    if norm == "l2":
+        return torch.linalg.vector_norm(flat, 2, dim=1)
+    if norm == "l1":
+        return flat.abs().sum(1)
+    return flat.abs().amax(1) if flat.shape[1] else flat.new_zeros(flat.shape[0])
+
+
+def _numpy_distance(x_adv: np.ndarray, x: np.ndarray, norm: str) -> np.ndarray:
+    """The reported distance: float64 norm of ``x_adv - x`` (numpy, per sample)."""
+    diff = (x_adv - x).reshape(x.shape[0], -1)
+    if norm == "l2":
+        return np.linalg.norm(diff, axis=1)
+    return np.abs(diff).max(axis=1, initial=0.0)
+
+
+def _bc(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """Reshape a per-sample ``(N,)`` tensor to broadcast against ``like`` ``(N, ...)``."""
+    return v.reshape(-1, *([1] * (like.dim() - 1)))
+
+
+def _per_sample(value: Radius, n: int, name: str) -> torch.Tensor:
+    t = torch.as_tensor(value, dtype=torch.float64).detach()
+    t = t.expand(n).clone() if t.dim() == 0 else t.reshape(-1).clone()
+    if t.shape[0] != n:
+        raise ValueError(f"{name} must be a float or a tensor of shape ({n},)")
+    if not bool(torch.all(t >= 0)):
+        raise ValueError(f"{name} must be >= 0")
+    return t
+
+
+def _generator(generator: torch.Generator | None) -> torch.Generator:
+    return generator if generator is not None else torch.Generator().manual_seed(0)
+
+
+def _safe_radius(x: torch.Tensor, eps: torch.Tensor, norm: str) -> torch.Tensor:
+    """Radius slightly below ``eps`` so that rounding in ``x + delta - x`` stays <= eps."""
+    slack = 1e-12 * eps + 8 * _UNIT * (_flat_norm(x, norm) + eps)
+    return (eps - slack).clamp_min(0.0)
+
+
+@dataclass(frozen=True)
+class _Box:
+    """Input bounds expanded to the shape of ``x`` (``None`` = unbounded side)."""
+
+    lower: torch.Tensor | None
+    upper: torch.Tensor | None
+
+    @staticmethod
+    def make(x: torch.Tensor, lower: BoundLike, upper: BoundLike) -> _Box:
+        lo = None if lower is None else torch.as_tensor(lower, dtype=torch.float64).expand_as(x)
+        up = None if upper is None else torch.as_tensor(upper, dtype=torch.float64).expand_as(x)
+        box = _Box(lo, up)
+        if lo is not None and up is not None and bool(torch.any(lo > up)):
+            raise ValueError("lower bound above upper bound")
+        if not bool(torch.all(box.contains(x))):
+            raise ValueError("x lies outside the input bounds [lower, upper]")
+        return box
+
+    def take(self, idx: torch.Tensor) -> _Box:
+        return _Box(None if self.lower is None else self.lower[idx],
+                    None if self.upper is None else self.upper[idx])
+
+    def lower_of(self, idx: torch.Tensor) -> torch.Tensor | None:
+        return None if self.lower is None else self.lower[idx]
+
+    def upper_of(self, idx: torch.Tensor) -> torch.Tensor | None:
+        return None if self.upper is None else self.upper[idx]
+
+    def clip(self, z: torch.Tensor) -> torch.Tensor:
+        if self.lower is None and self.upper is None:
+            return z
+        return torch.clamp(z, min=self.lower, max=self.upper)
+
+    def contains(self, z: torch.Tensor) -> torch.Tensor:
+        ok = torch.ones(z.shape[0], dtype=torch.bool)
+        flat = z.reshape(z.shape[0], -1)
+        if self.lower is not None:
+            ok &= (flat >= self.lower.reshape(z.shape[0], -1)).all(1)
+        if self.upper is not None:
+            ok &= (flat <= self.upper.reshape(z.shape[0], -1)).all(1)
+        return ok & torch.isfinite(flat).all(1)
+
+    def diameter(self, norm: str) -> torch.Tensor | None:
+        if self.lower is None or self.upper is None:
+            return None
+        return _flat_norm(self.upper - self.lower, norm)
+
+
+def _logits(model: Model, z: torch.Tensor) -> torch.Tensor:
+    with torch.no_grad():
+        out = model(z)
+    if out.dim() != 2 or out.shape[0] != z.shape[0]:
+        raise ValueError(f"model must return logits (N, K); got {tuple(out.shape)}")
+    return out.to(torch.float64)
+
+
+def _is_adversarial(logits: torch.Tensor, y: torch.Tensor, tol: float) -> torch.Tensor:
+    """``predict != y``, and for ``tol > 0`` a margin below ``-tol * (1 + max |logit|)``."""
+    wrong = predict(logits) != y
+    if tol <= 0:
+        return wrong
+    scale = 1.0 + logits.abs().amax(1)
+    return wrong & (margin(logits, y) < -tol * scale)
+
+
+def _margin_grad(model: Model, z: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """Logits at ``z`` and the gradient of the per-sample margin with respect to ``z``."""
+    z = z.detach().requires_grad_(True)
+    with torch.enable_grad():
+        logits = model(z)
+        grad = torch.autograd.grad(margin(logits, y).sum(), z)[0]
+    return logits.detach(), grad
+
+
+def _finalize(model: Model, x: torch.Tensor, y: torch.Tensor, x_adv: torch.Tensor, box: _Box,
+              norm: str, eps: torch.Tensor | None = None) -> AttackResult:
+    """Verify ``x_adv`` by a forward pass and measure the exact distances."""
+    ok = _is_adversarial(_logits(model, x_adv), y, 0.0) & box.contains(x_adv)
+    dist = torch.from_numpy(_numpy_distance(x_adv.numpy(), x.numpy(), norm))
+    if eps is not None:
+        ok &= dist <= eps
+    inf = torch.full_like(dist, math.inf)
+    return AttackResult(x_adv, ok, torch.where(ok, dist, inf), norm)
+
+
+def _project(delta: torch.Tensor, radius: torch.Tensor, norm: str) -> torch.Tensor:
+    """Euclidean projection of ``delta`` onto the ``norm`` ball of per-sample ``radius``."""
+    r = _bc(radius, delta)
+    if norm == "linf":
+        return torch.maximum(torch.minimum(delta, r), -r)
+    size = _bc(_flat_norm(delta, "l2"), delta)
+    scale = torch.where(size > r, r / size.clamp_min(1e-300), torch.ones_like(size))
+    return delta * scale
+
+
+def _random_in_ball(like: torch.Tensor, radius: torch.Tensor, norm: str,
+                    gen: torch.Generator) -> torch.Tensor:
+    """Uniform samples in the ball (l2: direction on the sphere, length ``r U^(1/d)``)."""
+    r = _bc(radius, like)
+    if norm == "linf":
+        u = torch.rand(like.shape, generator=gen, dtype=torch.float64)
+        return (2.0 * u - 1.0) * r
+    d = like[0].numel()
+    g = torch.randn(like.shape, generator=gen, dtype=torch.float64)
+    g = g / _bc(_flat_norm(g, "l2").clamp_min(1e-300), g)
+    u = torch.rand(like.shape[0], generator=gen, dtype=torch.float64) ** (1.0 / d)
+    return g * r * _bc(u, like)
+
+
+def _steepest_step(grad: torch.Tensor, size: torch.Tensor, norm: str) -> torch.Tensor:
+    """Steepest *ascent* step of per-sample ``size`` in ``norm`` along ``grad``."""
+    if norm == "linf":
+        return _bc(size, grad) * grad.sign()
+    length = _bc(_flat_norm(grad, "l2"), grad)
+    unit = torch.where(length > 0, grad / length.clamp_min(1e-300), torch.zeros_like(grad))
+    return _bc(size, grad) * unit
+
+
+# --------------------------------------------------------------------------- PGD
+
+
+def pgd(model: Model, x: torch.Tensor, y: torch.Tensor, eps: Radius, *, norm: str,
+        steps: int = 40, step_size: Radius | None = None, restarts: int = 1,
+        lower: BoundLike = None, upper: BoundLike = None,
+        generator: torch.Generator | None = None,
+        x_init: torch.Tensor | None = None) -> AttackResult:
+    """Projected gradient descent on the margin (Madry et al. 2018).
+
+    Minimises the margin ``true logit - best other logit`` (the CW loss) over the
+    ``norm`` ball of radius ``eps`` around each sample intersected with the bounds. Each
+    restart begins at a uniformly random point of the ball (the first at ``x_init``
+    projected into the ball, when given); steps follow the steepest-descent direction of
+    the norm (sign of the gradient for linf, normalised gradient for l2) and are then
+    projected. A sample stops as soon as an iterate is adversarial; otherwise the iterate
+    with the smallest margin over all restarts is kept.
+
+    Args:
+        eps: radius, a float or a per-sample tensor ``(N,)``.
+        step_size: float or ``(N,)``; default ``2.5 * eps / steps``.
+        restarts: number of starts.
+        x_init: optional starting points ``(N, *input_shape)`` for the first restart.
+
+    Returns:
+        :class:`AttackResult`; ``success`` also requires ``||x_adv - x|| <= eps``.
+    """
+    _check_norm(norm)
+    x, y = _as_inputs(x, y)
+    box = _Box.make(x, lower, upper)
+    n = x.shape[0]
+    eps_t = _per_sample(eps, n, "eps")
+    step = 2.5 * eps_t / max(steps, 1) if step_size is None else _per_sample(step_size, n,
+                                                                             "step_size")
+    logits = _logits(model, x)
+    done = _is_adversarial(logits, y, 0.0)
+    best = _Best(x.clone(), torch.where(done, margin(logits, y), math.inf))
+    radius = _safe_radius(x, eps_t, norm)
+    gen = _generator(generator)
+    for restart in range(restarts):
+        idx = (~done).nonzero().flatten()
+        if idx.numel() == 0:
+            break
+        xi = x[idx]
+        if restart == 0 and x_init is not None:
+            start = _project(x_init[idx].to(torch.float64) - xi, radius[idx], norm)
+        else:
+            start = _random_in_ball(xi, radius[idx], norm, gen)
+        run = _PGDRun(model, xi, y[idx], radius[idx], step[idx], norm, box.take(idx))
+        z, m, adv = run.execute(box.take(idx).clip(xi + start), steps)
+        best.update(idx, z, m)
+        done[idx] |= adv
+    return _finalize(model, x, y, best.x, box, norm, eps_t)
+
+
+@dataclass
+class _Best:
+    """Most adversarial point (smallest margin) seen per sample."""
+
+    x: torch.Tensor
+    score: torch.Tensor
+
+    def update(self, idx: torch.Tensor, z: torch.Tensor, score: torch.Tensor) -> None:
+        better = score < self.score[idx]
+        self.x[idx[better]] = z[better]
+        self.score[idx[better]] = score[better]
+
+
+@dataclass(frozen=True)
+class _PGDRun:
+    """One PGD restart on a sub-batch; samples drop out once adversarial."""
+
+    model: Model
+    x: torch.Tensor
+    y: torch.Tensor
+    radius: torch.Tensor
+    step: torch.Tensor
+    norm: str
+    box: _Box
+
+    def execute(self, z: torch.Tensor, steps: int) -> tuple[torch.Tensor, ...]:
+        """Run from ``z``; return the best iterates, their margins and an adversarial flag."""
+        n = self.x.shape[0]
+        best = _Best(z.clone(), torch.full((n,), math.inf, dtype=torch.float64))
+        adv = torch.zeros(n, dtype=torch.bool)
+        active = torch.arange(n)
+        for t in range(steps + 1):
+            za = z[active]
+            if t == steps:
+                logits, grad = _logits(self.model, za), None
+            else:
+                logits, grad = _margin_grad(self.model, za, self.y[active])
+            best.update(active, za, margin(logits, self.y[active]))
+            hit = _is_adversarial(logits, self.y[active], MARGIN_TOL)
+            adv[active[hit]] = True
+            if grad is None or bool(hit.all()):
+                break
+            active, grad = active[~hit], grad[~hit]
+            z[active] = self._step(active, z[active], grad)
+        return best.x, best.score, adv
+
+    def _step(self, idx: torch.Tensor, z: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+        z = z - _steepest_step(grad, self.step[idx], self.norm)
+        delta = _project(z - self.x[idx], self.radius[idx], self.norm)
+        return self.box.take(idx).clip(self.x[idx] + delta)
+
+
+# --------------------------------------------------------------------------- I-FGSM
+
+
+def iterated_fgsm(model: Model, x: torch.Tensor, y: torch.Tensor, eps: Radius, *,
+                  norm: str = "linf", steps: int, step_size: Radius | None = None,
+                  lower: BoundLike = None, upper: BoundLike = None) -> AttackResult:
+    """Iterated FGSM / basic iterative method (Kurakin et al. 2016).
+
+    Starting at ``x``, ``steps`` ascent steps on the cross-entropy loss (binary
+    cross-entropy for a single logit), each of size ``step_size`` along the sign of the
+    gradient (linf) or the normalised gradient (l2), followed by projection onto the
+    ``eps`` ball and the bounds. No random start, no early stop: the final iterate is
+    returned, as in the paper. ``step_size`` defaults to ``1.25 * eps / steps`` (Kurakin
+    et al. use ``min(eps + 4, 1.25 eps)`` unit steps).
+    """
+    _check_norm(norm)
+    x, y = _as_inputs(x, y)
+    box = _Box.make(x, lower, upper)
+    eps_t = _per_sample(eps, x.shape[0], "eps")
+    radius = _safe_radius(x, eps_t, norm)
+    alpha = (1.25 * eps_t / max(steps, 1) if step_size is None
+             else _per_sample(step_size, x.shape[0], "step_size"))
+    z = x.clone()
+    for _ in range(steps):
+        z = z + _steepest_step(_loss_grad(model, z, y), alpha, norm)
+        z = box.clip(x + _project(z - x, radius, norm))
+    return _finalize(model, x, y, z, box, norm, eps_t)
+
+
+def _loss_grad(model: Model, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Gradient of the summed cross-entropy (BCE for one logit) with respect to ``z``."""
+    z = z.detach().requires_grad_(True)
+    with torch.enable_grad():
+        logits = model(z)
+        if logits.shape[1] == 1:
+            loss = torch.nn.functional.binary_cross_entropy_with_logits(
+                logits[:, 0], y.to(logits.dtype), reduction="sum")
+        else:
+            loss = torch.nn.functional.cross_entropy(logits, y, reduction="sum")
+        return torch.autograd.grad(loss, z)[0]
+
+
+# --------------------------------------------------------------------------- DeepFool
+
+
+def deepfool(model: Model, x: torch.Tensor, y: torch.Tensor, *, norm: str = "l2",
+             max_iter: int = 50, overshoot: float = 0.02, lower: BoundLike = None,
+             upper: BoundLike = None) -> AttackResult:
+    """Multi-class DeepFool (Moosavi-Dezfooli et al. 2016, Algorithm 2).
+
+    At each iterate the classifier is linearised; for every class ``j != y`` the gap
+    ``f_j - f_y`` and its gradient ``w_j`` give the distance ``|f_j - f_y| / ||w_j||_*``
+    to the linearised boundary (``||.||_*`` is the dual norm: l2 for l2, l1 for linf). The
+    closest boundary's minimal step is accumulated in ``r``, and the iterate is
+    ``clip(x + (1 + overshoot) r)``. A single-logit model has the one gap ``-s * logit``
+    with ``s = 2y - 1``. Samples stop once misclassified (or when every gradient vanishes).
+    """
+    _check_norm(norm)
+    x, y = _as_inputs(x, y)
+    box = _Box.make(x, lower, upper)
+    r_tot = torch.zeros_like(x)
+    z = x.clone()
+    active = (~_is_adversarial(_logits(model, x), y, 0.0)).nonzero().flatten()
+    for _ in range(max_iter):
+        if active.numel() == 0:
+            break
+        logits, jac = _logits_and_jacobian(model, z[active])
+        step = _deepfool_step(logits, jac, y[active], norm)
+        moving = ~_is_adversarial(logits, y[active], MARGIN_TOL) & torch.isfinite(
+            step.reshape(step.shape[0], -1)).all(1)
+        active, step = active[moving], step[moving]
+        r_tot[active] += step
+        z[active] = box.take(active).clip(x[active] + (1.0 + overshoot) * r_tot[active])
+    return _finalize(model, x, y, z, box, norm)
+
+
+def _logits_and_jacobian(model: Model, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits ``(n, K)`` and their Jacobian ``(n, K, *input_shape)`` (one backward per class)."""
+    z = z.detach().requires_grad_(True)
+    with torch.enable_grad():
+        logits = model(z)
+        k = logits.shape[1]
+        rows = [torch.autograd.grad(logits[:, j].sum(), z, retain_graph=j < k - 1)[0]
+                for j in range(k)]
+    return logits.detach(), torch.stack(rows, 1)
+
+
+def _class_gaps(logits: torch.Tensor, jac: torch.Tensor,
+                y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Gaps ``g_j`` (< 0 while classified as ``y``), their gradients, and a validity mask."""
+    n = logits.shape[0]
+    if logits.shape[1] == 1:
+        s = (2.0 * y.to(logits.dtype) - 1.0)
+        return -s[:, None] * logits, -_bc(s, jac) * jac, torch.ones(n, 1, dtype=torch.bool)
+    rows = torch.arange(n)
+    gaps = logits - logits[rows, y][:, None]
+    grads = jac - jac[rows, y][:, None]
+    valid = torch.ones_like(gaps, dtype=torch.bool)
+    valid[rows, y] = False
+    return gaps, grads, valid
+
+
+def _deepfool_step(logits: torch.Tensor, jac: torch.Tensor, y: torch.Tensor,
+                   norm: str) -> torch.Tensor:
+    """Minimal step onto the closest linearised boundary (``inf`` where none exists)."""
+    gaps, grads, valid = _class_gaps(logits, jac, y)
+    n, k = gaps.shape
+    flat = grads.reshape(n, k, -1)
+    dual = (torch.linalg.vector_norm(flat, 2, dim=2) if norm == "l2"
+            else flat.abs().sum(2))
+    ratio = gaps.abs() / dual
+    ratio = torch.where(valid & (dual > 0), ratio, torch.full_like(ratio, math.inf))
+    best = ratio.argmin(1)
+    rows = torch.arange(n)
+    r, w = ratio[rows, best], grads[rows, best]
+    unit = w / _bc(dual[rows, best].clamp_min(1e-300), w)
+    return _bc(r, w) * (unit if norm == "l2" else w.sign())
+
+
+# --------------------------------------------------------------------------- random search
+
+
+def random_search(model: Model, x: torch.Tensor, y: torch.Tensor, radius: Radius, *,
+                  norm: str, samples: int, lower: BoundLike = None, upper: BoundLike = None,
+                  generator: torch.Generator | None = None) -> AttackResult:
+    """Closest adversarial point among ``samples`` uniform draws in the ball per sample.
+
+    l2: direction uniform on the sphere times ``radius * U^(1/d)``; linf: uniform in the
+    box. Draws are clipped to the bounds (which keeps them in the ball). Assumes nothing
+    about the model, hence a reference for soundness tests.
+    """
+    _check_norm(norm)
+    x, y = _as_inputs(x, y)
+    box = _Box.make(x, lower, upper)
+    n = x.shape[0]
+    safe = _safe_radius(x, _per_sample(radius, n, "radius"), norm)
+    gen = _generator(generator)
+    best_x = x.clone()
+    best_d = torch.where(_is_adversarial(_logits(model, x), y, 0.0), 0.0, math.inf)
+    chunk = max(1, _RANDOM_CHUNK_ELEMENTS // max(1, x.numel()))
+    for start in range(0, samples, chunk):
+        m = min(chunk, samples - start)
+        xs, ys = x.repeat(m, *([1] * (x.dim() - 1))), y.repeat(m)
+        zs = _repeat_box(box, m).clip(xs + _random_in_ball(xs, safe.repeat(m), norm, gen))
+        adv = _is_adversarial(_logits(model, zs), ys, MARGIN_TOL)
+        dist = torch.where(adv, _flat_norm(zs - xs, norm), math.inf).reshape(m, n)
+        d_min, which = dist.min(0)
+        better = d_min < best_d
+        best_d = torch.where(better, d_min, best_d)
+        best_x[better] = zs.reshape(m, *x.shape)[which, torch.arange(n)][better]
+    return _finalize(model, x, y, best_x, box, norm)
+
+
+def _repeat_box(box: _Box, m: int) -> _Box:
+    def rep(t: torch.Tensor | None) -> torch.Tensor | None:
+        return None if t is None else t.repeat(m, *([1] * (t.dim() - 1)))
+
+    return _Box(rep(box.lower), rep(box.upper))
+
+
+# --------------------------------------------------------------------------- minimal search
+
+
+def minimal_adversarial(model: Model, x: torch.Tensor, y: torch.Tensor, *, norm: str = "l2",
+                        config: MinimalAttackConfig = MinimalAttackConfig(),
+                        lower: BoundLike = None, upper: BoundLike = None,
+                        generator: torch.Generator | None = None,
+                        progress: Callable[[int], None] | None = None) -> MinimalAdversarial:
+    """Smallest adversarial perturbation found per sample (an attack *upper bound*).
+
+    Per batch of ``config.batch_size`` samples: (1) DeepFool (Moosavi-Dezfooli et al. 2016)
+    gives a first adversarial point; samples it misses get a PGD run at
+    ``config.search_radius``; (2) a per-sample bisection on the radius runs PGD (Madry et
+    al. 2018) with a per-sample radius ``(lo + hi) / 2``, where ``hi`` is the best distance
+    so far; (3) every adversarial point found is shrunk by a line search on ``t`` along
+    ``x_adv - x`` (binary search keeping the point adversarial). Samples misclassified
+    at ``x`` get distance 0 and ``x_adv = x``.
+
+    Every returned point is re-verified by a final forward pass (misclassified and
+    inside the bounds); a point that fails is dropped (``found`` False, distance inf).
+
+    Args:
+        progress: called with the cumulative number of work units done; a unit is one
+            sample through one phase, see :meth:`MinimalAttackConfig.work_units` for the
+            total.
+    """
+    _check_norm(norm)
+    x, y = _as_inputs(x, y)
+    box = _Box.make(x, lower, upper)
+    gen = _generator(generator)
+    meter = _Meter(progress)
+    best_x, best_d = x.clone(), torch.full((x.shape[0],), math.inf, dtype=torch.float64)
+    for s in range(0, x.shape[0], config.batch_size):
+        idx = torch.arange(s, min(s + config.batch_size, x.shape[0]))
+        search = _Search(model, x[idx], y[idx], norm, box.take(idx), config, gen, meter)
+        best_x[idx], best_d[idx] = search.run()
+    return _verified_minimal(model, x, y, best_x, best_d, box, norm, config.batch_size)
+
+
+@dataclass
+class _Meter:
+    """Cumulative progress reporting."""
+
+    callback: Callable[[int], None] | None
+    done: int = 0
+
+    def add(self, units: int) -> None:
+        self.done += units
+        if self.callback is not None:
+            self.callback(self.done)
+
+
+@dataclass
+class _Search:
+    """Minimal-norm search on one batch; keeps the best verified point per sample."""
+
+    model: Model
+    x: torch.Tensor
+    y: torch.Tensor
+    norm: str
+    box: _Box
+    config: MinimalAttackConfig
+    gen: torch.Generator
+    meter: _Meter
+
+    def __post_init__(self) -> None:
+        n = self.x.shape[0]
+        self.best_x = self.x.clone()
+        self.best_d = torch.full((n,), math.inf, dtype=torch.float64)
+        wrong = _is_adversarial(_logits(self.model, self.x), self.y, 0.0)
+        self.best_d[wrong] = 0.0
+
+    def run(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """All phases; returns ``(best_x, best_d)``."""
+        todo = torch.isinf(self.best_d).nonzero().flatten()
+        self._deepfool(todo)
+        self._wide_search(torch.isinf(self.best_d).nonzero().flatten())
+        self._bisection(todo[torch.isfinite(self.best_d[todo])])
+        return self.best_x, self.best_d
+
+    def _deepfool(self, idx: torch.Tensor) -> None:
+        if idx.numel():
+            res = deepfool(self.model, self.x[idx], self.y[idx], norm=self.norm,
+                           max_iter=self.config.deepfool_iter, overshoot=self.config.overshoot,
+                           lower=self.box.lower_of(idx), upper=self.box.upper_of(idx))
+            self._offer(idx[res.success], res.x_adv[res.success])
+        self.meter.add(self.x.shape[0])
+
+    def _wide_search(self, idx: torch.Tensor) -> None:
+        if idx.numel():
+            radius = self._search_radius(idx)
+            self._pgd(idx, radius)
+        self.meter.add(self.x.shape[0])
+
+    def _search_radius(self, idx: torch.Tensor) -> torch.Tensor:
+        if self.config.search_radius is not None:
+            return torch.full((idx.numel(),), float(self.config.search_radius),
+                              dtype=torch.float64)
+        diameter = self.box.take(idx).diameter(self.norm)
+        if diameter is not None and bool(torch.isfinite(diameter).all()):
+            return diameter
+        return 4.0 * _flat_norm(self.x[idx], self.norm).clamp_min(1.0)
+
+    def _bisection(self, idx: torch.Tensor) -> None:
+        lo = torch.zeros(idx.numel(), dtype=torch.float64)
+        steps = self.config.bisection_steps
+        for done in range(steps):
+            hi = self.best_d[idx]
+            open_ = hi - lo > self.config.bisection_rtol * hi
+            if not bool(open_.any()):
+                self.meter.add(self.x.shape[0] * (steps - done))
+                return
+            sub, mid = idx[open_], 0.5 * (lo[open_] + hi[open_])
+            found = self._pgd(sub, mid, warm=True)
+            lo[open_] = torch.where(found, lo[open_], mid)
+            self.meter.add(self.x.shape[0])
+
+    def _pgd(self, idx: torch.Tensor, radius: torch.Tensor, warm: bool = False) -> torch.Tensor:
+        cfg = self.config
+        res = pgd(self.model, self.x[idx], self.y[idx], radius, norm=self.norm, steps=cfg.steps,
+                  step_size=cfg.step_fraction * radius, restarts=cfg.restarts,
+                  lower=self.box.lower_of(idx), upper=self.box.upper_of(idx),
+                  generator=self.gen, x_init=self.best_x[idx] if warm else None)
+        return self._offer(idx[res.success], res.x_adv[res.success], res.success)
+
+    def _offer(self, idx: torch.Tensor, z: torch.Tensor,
+               mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Line-search candidates, keep improvements; return which candidates were accepted."""
+        z, ok = _line_search(self.model, self.x[idx], self.y[idx], z,
+                             self.config.line_search_steps)
+        ok &= self.box.take(idx).contains(z)
+        dist = torch.from_numpy(_numpy_distance(z.numpy(), self.x[idx].numpy(), self.norm))
+        better = ok & (dist < self.best_d[idx])
+        self.best_x[idx[better]] = z[better]
+        self.best_d[idx[better]] = dist[better]
+        if mask is None:
+            return ok
+        accepted = torch.zeros_like(mask)
+        accepted[mask.nonzero().flatten()[ok]] = True
+        return accepted
+
+
+def _line_search(model: Model, x: torch.Tensor, y: torch.Tensor, z: torch.Tensor,
+                 steps: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Shrink adversarial ``z`` towards ``x`` along ``z - x`` by bisection on ``t``.
+
+    Returns the closest point ``x + t (z - x)`` seen to be adversarial (with the margin
+    tolerance) and a flag: ``False`` where ``z`` itself is not adversarial.
+    """
+    ok = _is_adversarial(_logits(model, z), y, MARGIN_TOL)
+    best = z.clone()
+    lo = torch.zeros(x.shape[0], dtype=torch.float64)
+    hi = torch.ones(x.shape[0], dtype=torch.float64)
+    direction = z - x
+    for _ in range(steps if bool(ok.any()) else 0):
+        mid = 0.5 * (lo + hi)
+        cand = x + _bc(mid, x) * direction
+        adv = _is_adversarial(_logits(model, cand), y, MARGIN_TOL) & ok
+        best[adv] = cand[adv]
+        hi = torch.where(adv, mid, hi)
+        lo = torch.where(adv, lo, mid)
+    return best, ok
+
+
+def _verified_minimal(model: Model, x: torch.Tensor, y: torch.Tensor, best_x: torch.Tensor,
+                      best_d: torch.Tensor, box: _Box, norm: str,
+                      batch_size: int) -> MinimalAdversarial:
+    """Final forward pass: keep only misclassified, in-bounds points; exact distances."""
+    labels = torch.cat([predict(_logits(model, best_x[s:s + batch_size]))
+                        for s in range(0, x.shape[0], batch_size)]) if x.shape[0] else y
+    found = torch.isfinite(best_d) & (labels != y) & box.contains(best_x)
+    x_np = x.numpy()
+    x_adv = np.where(_bc(found, x).numpy(), best_x.numpy(), x_np)
+    dist = np.where(found.numpy(), _numpy_distance(x_adv, x_np, norm), np.inf)
+    adv_label = np.where(found.numpy(), labels.numpy(), -1).astype(np.int64)
+    return MinimalAdversarial(dist, x_adv, found.numpy(), adv_label, norm)

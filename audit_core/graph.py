@@ -1,0 +1,236 @@
+"""``LayerGraph``: an ordered DAG of typed layers, evaluated in float64.
+
+Node 0 is the input; every other node applies its layer to the outputs of
+earlier nodes (``inputs`` are node indices), so the node order is a topological
+order. The last node is the output (logits). A trailing Softmax/Sigmoid is kept
+aside as ``output_activation``: it never changes the decision, and every
+geometric analysis works on the logits below it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
+
+import numpy as np
+import torch
+
+from audit_core import labels
+from audit_core.errors import NotApplicable
+from audit_core.layers import Dense, Input, Layer, LayerKind, Relu
+
+Tensor = torch.Tensor
+
+
+@dataclass(frozen=True)
+class Node:
+    """One layer application. ``source`` names the ONNX node(s) it came from."""
+
+    name: str
+    layer: Layer
+    inputs: tuple[int, ...]
+    shape: tuple[int, ...]
+    source: tuple[str, ...] = ()
+    onnx_output: str = ""
+
+
+@dataclass(frozen=True)
+class DenseView:
+    """A chain ``affine -> ReLU -> affine -> ... -> affine`` as explicit matrices.
+
+    ``weights[i]`` has shape ``(out_i, in_i)``; ReLU sits between consecutive
+    affine maps. ``weights[0]`` acts on the flattened input.
+    """
+
+    weights: tuple[np.ndarray, ...]
+    biases: tuple[np.ndarray, ...]
+
+    @property
+    def depth(self) -> int:
+        """Number of affine layers (a depth-2 net has one hidden ReLU layer)."""
+        return len(self.weights)
+
+
+@dataclass(frozen=True, eq=False)
+class LayerGraph:
+    """Immutable DAG of layers with a float64 forward pass."""
+
+    nodes: tuple[Node, ...]
+    output_activation: str | None = None
+    name: str = ""
+    _consumers: dict = field(default_factory=dict, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if not self.nodes or not isinstance(self.nodes[0].layer, Input):
+            raise ValueError("node 0 must be the Input")
+        for index, node in enumerate(self.nodes[1:], start=1):
+            if not node.inputs or max(node.inputs) >= index:
+                raise ValueError(f"node {index} ({node.name}) breaks the topological order")
+
+    # ------------------------------------------------------------ structure
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return self.nodes[0].shape
+
+    @property
+    def input_size(self) -> int:
+        return int(np.prod(self.input_shape))
+
+    @property
+    def output_shape(self) -> tuple[int, ...]:
+        return self.nodes[-1].shape
+
+    @property
+    def num_outputs(self) -> int:
+        return int(np.prod(self.output_shape))
+
+    @property
+    def num_classes(self) -> int:
+        return labels.num_classes(self.num_outputs)
+
+    @cached_property
+    def is_piecewise_linear(self) -> bool:
+        """True when every layer below the output activation is affine or piecewise linear."""
+        return all(node.layer.kind is not LayerKind.NONLINEAR for node in self.nodes)
+
+    @cached_property
+    def parameter_count(self) -> int:
+        return sum(node.layer.parameter_count() for node in self.nodes)
+
+    def consumers(self, index: int) -> tuple[int, ...]:
+        """Indices of the nodes that read node ``index``."""
+        return tuple(i for i, node in enumerate(self.nodes) if index in node.inputs)
+
+    @cached_property
+    def cut_points(self) -> tuple[int, ...]:
+        """Nodes whose output alone determines everything after them (valid prefix ends)."""
+        cuts = []
+        last_use = {i: i for i in range(len(self.nodes))}
+        for index, node in enumerate(self.nodes):
+            for source in node.inputs:
+                last_use[source] = max(last_use[source], index)
+        for k in range(len(self.nodes)):
+            if all(last_use[i] <= k for i in range(k)):
+                cuts.append(k)
+        return tuple(cuts)
+
+    def prefix(self, k: int) -> LayerGraph:
+        """The feature extractor made of nodes ``0..k`` (``k`` must be a cut point)."""
+        if k not in self.cut_points:
+            raise NotApplicable(f"node {k} is inside a branch; it does not define a prefix")
+        return LayerGraph(self.nodes[: k + 1], None, f"{self.name}[:{k}]")
+
+    def logits_graph(self) -> LayerGraph:
+        """This graph without its output activation."""
+        return LayerGraph(self.nodes, None, self.name)
+
+    def describe(self) -> tuple[str, ...]:
+        return tuple(node.layer.describe() for node in self.nodes)
+
+    # ------------------------------------------------------------ evaluation
+    def forward(
+        self, x: np.ndarray | Tensor, *, upto: int | None = None, activation: bool = False
+    ) -> Tensor:
+        """Batched forward pass in float64 (logits unless ``activation``)."""
+        values = self.forward_all(x, upto=upto)
+        out = values[-1 if upto is None else upto]
+        if activation and upto is None:
+            out = self._apply_output_activation(out)
+        return out
+
+    def forward_all(self, x: np.ndarray | Tensor, *, upto: int | None = None) -> list[Tensor]:
+        """Every node's output (float64), ``(N, *node.shape)`` each."""
+        last = len(self.nodes) - 1 if upto is None else upto
+        values: list[Tensor] = [self.as_input(x)]
+        for node in self.nodes[1 : last + 1]:
+            values.append(node.layer.forward(*(values[i] for i in node.inputs)))
+        return values
+
+    def as_input(self, x: np.ndarray | Tensor) -> Tensor:
+        """``x`` as a float64 tensor of shape ``(N, *input_shape)`` (flat rows accepted)."""
+        tensor = torch.as_tensor(x, dtype=torch.float64)
+        return tensor.reshape(tensor.shape[0], *self.input_shape)
+
+    def predict(self, x: np.ndarray | Tensor) -> np.ndarray:
+        """Predicted labels (numpy int64)."""
+        with torch.no_grad():
+            logits = self.forward(x).reshape(len(x), -1)
+        return np.asarray(labels.predict(logits.numpy()), dtype=np.int64)
+
+    def _apply_output_activation(self, logits: Tensor) -> Tensor:
+        if self.output_activation == "softmax":
+            return torch.softmax(logits.reshape(len(logits), -1), dim=1).reshape(logits.shape)
+        if self.output_activation == "log_softmax":
+            flat = torch.log_softmax(logits.reshape(len(logits), -1), dim=1)
+            return flat.reshape(logits.shape)
+        if self.output_activation == "sigmoid":
+            return torch.sigmoid(logits)
+        return logits
+
+    def to_torch(self) -> torch.nn.Module:
+        """A differentiable ``nn.Module`` computing the logits (float64)."""
+        return _GraphModule(self)
+
+    # ------------------------------------------------------------ dense view
+    def dense_view(self) -> DenseView:
+        """The graph as ``affine (-> ReLU -> affine)*`` matrices; NotApplicable otherwise.
+
+        Consecutive affine layers (normalisation, reshapes, convolutions,
+        matmuls) are composed into one matrix by pushing the identity basis
+        through them. Raises when the graph has branches, a non-ReLU nonlinearity,
+        or two ReLUs in a row.
+        """
+        if self.cut_points != tuple(range(len(self.nodes))):
+            raise NotApplicable("the model has parallel branches (not a plain chain)")
+        blocks: list[list[int]] = [[]]
+        for index, node in enumerate(self.nodes[1:], start=1):
+            if isinstance(node.layer, Relu):
+                if not blocks[-1]:
+                    raise NotApplicable("two ReLU layers without an affine layer between them")
+                blocks.append([])
+            elif node.layer.kind is not LayerKind.AFFINE:
+                raise NotApplicable(f"layer {node.name} ({node.layer.op}) is not affine or ReLU")
+            else:
+                blocks[-1].append(index)
+        if not blocks[-1]:
+            raise NotApplicable("the model ends with a ReLU (no affine output layer)")
+        return self._compose_blocks(blocks)
+
+    def _compose_blocks(self, blocks: list[list[int]]) -> DenseView:
+        weights, biases = [], []
+        width = self.input_size
+        for block in blocks:
+            weight, bias = self._compose_affine(block, width)
+            weights.append(weight)
+            biases.append(bias)
+            width = weight.shape[0]
+        return DenseView(tuple(weights), tuple(biases))
+
+    def _compose_affine(self, block: Sequence[int], width: int) -> tuple[np.ndarray, np.ndarray]:
+        first = self.nodes[block[0]]
+        in_shape = self.nodes[first.inputs[0]].shape
+        if len(block) == 1 and isinstance(first.layer, Dense) and len(in_shape) == 1:
+            bias = first.layer.bias if first.layer.bias is not None else np.zeros(len(first.layer.weight))
+            return np.array(first.layer.weight), np.array(bias)
+        with torch.no_grad():
+            basis = torch.eye(width, dtype=torch.float64).reshape(width, *in_shape)
+            zero = torch.zeros((1, *in_shape), dtype=torch.float64)
+            images, offset = basis, zero
+            for index in block:
+                layer = self.nodes[index].layer
+                images = layer.linear(images)
+                offset = layer.forward(offset)
+        return images.reshape(width, -1).T.numpy().copy(), offset.reshape(-1).numpy().copy()
+
+
+class _GraphModule(torch.nn.Module):
+    """``LayerGraph`` as a torch module (logits, float64)."""
+
+    def __init__(self, graph: LayerGraph) -> None:
+        super().__init__()
+        self.graph = graph
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = self.graph.forward(x)
+        return out.reshape(out.shape[0], -1)

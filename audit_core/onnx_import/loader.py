@@ -1,0 +1,280 @@
+"""ONNX file -> checked, normalised ``onnx.ModelProto`` -> ``LayerGraph``.
+
+Every problem that stops the import is a ``ModelLoadError`` with one line of
+explanation; all unsupported ops are collected and listed together.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import onnx
+from google.protobuf.message import DecodeError
+from onnx import helper, numpy_helper
+from onnx.reference import ReferenceEvaluator
+
+from audit_core.errors import ModelLoadError
+from audit_core.graph import LayerGraph, Node
+from audit_core.layers import Sigmoid, Softmax
+from audit_core.onnx_import import ops_activation, ops_conv, ops_linear, ops_shape  # noqa: F401
+from audit_core.onnx_import.builder import GraphBuilder
+from audit_core.onnx_import.fusion import fuse_affine, prune
+from audit_core.onnx_import.registry import (
+    OnnxNode,
+    TensorRef,
+    Unsupported,
+    Value,
+    find_converter,
+)
+
+_OUTPUT_ACTIVATIONS = {"softmax": Softmax, "sigmoid": Sigmoid}
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A checked ONNX model and its layer graph."""
+
+    path: Path
+    sha256: str
+    proto: onnx.ModelProto
+    graph: LayerGraph
+    has_batch: bool
+    input_name: str
+    opset: int
+    producer: str
+    metadata: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return self.path.stem
+
+
+def load_onnx(path: str | Path, sample_shape: tuple[int, ...] | None = None) -> LoadedModel:
+    """Read, check and convert ``path``. ``sample_shape`` fixes dynamic input dims."""
+    path = Path(path)
+    raw = _read_bytes(path)
+    proto = _parse(raw, path)
+    _check(proto, path)
+    proto = normalise(proto)
+    input_info = _single_input(proto, path)
+    has_batch, shape = _input_shape(input_info, sample_shape, path)
+    graph = _convert(proto, input_info.name, shape, has_batch, path)
+    return LoadedModel(
+        path=path,
+        sha256=hashlib.sha256(raw).hexdigest(),
+        proto=proto,
+        graph=graph,
+        has_batch=has_batch,
+        input_name=input_info.name,
+        opset=_default_opset(proto),
+        producer=" ".join(p for p in (proto.producer_name, proto.producer_version) if p),
+        metadata={p.key: p.value for p in proto.metadata_props},
+    )
+
+
+# ------------------------------------------------------------------ reading
+
+
+def _read_bytes(path: Path) -> bytes:
+    if not path.exists():
+        raise ModelLoadError(f"{path}: no such file")
+    if path.is_dir():
+        raise ModelLoadError(f"{path}: is a directory, not an ONNX file")
+    try:
+        raw = path.read_bytes()
+    except OSError as error:
+        raise ModelLoadError(f"{path}: cannot be read ({error.strerror})") from error
+    if not raw:
+        raise ModelLoadError(f"{path}: the file is empty")
+    return raw
+
+
+def _parse(raw: bytes, path: Path) -> onnx.ModelProto:
+    try:
+        proto = onnx.load_model_from_string(raw)
+    except (DecodeError, ValueError, RuntimeError) as error:
+        raise ModelLoadError(f"{path}: not an ONNX model (protobuf parse failed: {error})") from error
+    if proto.ir_version <= 0 or not proto.graph.node or not proto.graph.output:
+        raise ModelLoadError(f"{path}: not an ONNX model (no IR version, nodes or outputs)")
+    return proto
+
+
+def _check(proto: onnx.ModelProto, path: Path) -> None:
+    try:
+        onnx.checker.check_model(proto)
+    except (onnx.checker.ValidationError, ValueError, RuntimeError) as error:
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ModelLoadError(f"{path}: fails the ONNX checker: {first}") from error
+
+
+def normalise(proto: onnx.ModelProto) -> onnx.ModelProto:
+    """A copy without initializers listed as graph inputs (old exports list weights there)."""
+    proto = onnx.ModelProto.FromString(proto.SerializeToString())
+    initializers = {i.name for i in proto.graph.initializer}
+    real = [i for i in proto.graph.input if i.name not in initializers]
+    if len(real) != len(proto.graph.input):
+        del proto.graph.input[:]
+        proto.graph.input.extend(real)
+        proto.ir_version = max(proto.ir_version, 4)
+    return proto
+
+
+def _single_input(proto: onnx.ModelProto, path: Path) -> onnx.ValueInfoProto:
+    inputs = list(proto.graph.input)
+    if len(inputs) != 1:
+        names = ", ".join(i.name for i in inputs) or "none"
+        raise ModelLoadError(f"{path}: the model has {len(inputs)} inputs ({names}); audit needs one")
+    if len(proto.graph.output) != 1:
+        raise ModelLoadError(f"{path}: the model has {len(proto.graph.output)} outputs; audit needs one")
+    return inputs[0]
+
+
+def _input_shape(
+    info: onnx.ValueInfoProto, sample_shape: tuple[int, ...] | None, path: Path
+) -> tuple[bool, tuple[int, ...]]:
+    """(has a batch axis, per-sample shape). Rank >= 2 inputs have a leading batch axis."""
+    dims = [d.dim_value if d.HasField("dim_value") else None for d in info.type.tensor_type.shape.dim]
+    if not dims:
+        raise ModelLoadError(f"{path}: input {info.name!r} has no static rank")
+    has_batch = len(dims) >= 2
+    per_sample = dims[1:] if has_batch else dims
+    if sample_shape is not None and len(sample_shape) == len(per_sample):
+        per_sample = [s if d in (None, 0) else d for d, s in zip(per_sample, sample_shape, strict=True)]
+    if any(d in (None, 0) for d in per_sample):
+        shown = ["?" if d in (None, 0) else d for d in dims]
+        raise ModelLoadError(
+            f"{path}: input {info.name!r} has a dynamic shape {shown}; pass --data so the "
+            "data fixes it"
+        )
+    return has_batch, tuple(int(d) for d in per_sample)
+
+
+def _default_opset(proto: onnx.ModelProto) -> int:
+    for opset in proto.opset_import:
+        if opset.domain in ("", "ai.onnx"):
+            return int(opset.version)
+    return 1
+
+
+# --------------------------------------------------------------- conversion
+
+
+def _convert(
+    proto: onnx.ModelProto, input_name: str, shape: tuple[int, ...], has_batch: bool, path: Path
+) -> LayerGraph:
+    builder = GraphBuilder(shape, has_batch, input_name)
+    values: dict[str, Value] = {input_name: builder.input}
+    for init in proto.graph.initializer:
+        values[init.name] = numpy_helper.to_array(init)
+    opsets = {o.domain or "": int(o.version) for o in proto.opset_import}
+    problems: list[tuple[str, str]] = []
+    for node_proto in proto.graph.node:
+        _convert_node(node_proto, opsets, builder, values, problems)
+    output = values.get(proto.graph.output[0].name)
+    graph_output = _output_index(output, problems)
+    _report_problems(problems, path)
+    return _finish(builder.nodes, graph_output, path)
+
+
+def _convert_node(
+    node_proto: onnx.NodeProto,
+    opsets: dict[str, int],
+    builder: GraphBuilder,
+    values: dict[str, Value],
+    problems: list[tuple[str, str]],
+) -> None:
+    domain = "" if node_proto.domain in ("", "ai.onnx") else node_proto.domain
+    if any(name and name not in values for name in node_proto.input):
+        return  # depends on an op that is already reported
+    node = OnnxNode(
+        name=node_proto.name or node_proto.output[0],
+        op_type=node_proto.op_type,
+        domain=domain,
+        opset=opsets.get(domain, 1),
+        inputs=tuple(values[name] if name else None for name in node_proto.input),
+        input_names=tuple(node_proto.input),
+        outputs=tuple(node_proto.output),
+        attrs={a.name: helper.get_attribute_value(a) for a in node_proto.attribute},
+    )
+    try:
+        outputs = _run_converter(node, node_proto, builder)
+    except Unsupported as reason:
+        problems.append((_op_label(node), f"{node.name}: {reason}"))
+        return
+    except (ValueError, IndexError, TypeError, KeyError) as error:
+        problems.append((_op_label(node), f"{node.name}: malformed node ({error})"))
+        return
+    for name, value in zip(node.outputs, outputs, strict=False):
+        values[name] = value
+
+
+def _run_converter(node: OnnxNode, node_proto: onnx.NodeProto, builder: GraphBuilder) -> list[Value]:
+    runtime = [v for v in node.inputs if isinstance(v, TensorRef)]
+    converter = find_converter(node.domain, node.op_type, node.opset)
+    if not runtime and node.op_type not in ("Constant", "Shape"):
+        return _fold_constant(node, node_proto)
+    if converter is None:
+        raise Unsupported("no converter for this op")
+    return converter(node, builder)
+
+
+def _fold_constant(node: OnnxNode, node_proto: onnx.NodeProto) -> list[Value]:
+    """Evaluate a node whose inputs are all constants with ONNX's reference evaluator."""
+    names = [n for n in node.input_names if n]
+    graph = helper.make_graph(
+        [node_proto],
+        "fold",
+        [helper.make_tensor_value_info(n, onnx.TensorProto.UNDEFINED, None) for n in names],
+        [helper.make_tensor_value_info(n, onnx.TensorProto.UNDEFINED, None) for n in node.outputs],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid(node.domain, node.opset)])
+    feeds = {n: v for n, v in zip(node.input_names, node.inputs, strict=True) if n}
+    try:
+        return [np.asarray(v) for v in ReferenceEvaluator(model).run(None, feeds)]
+    except Exception as error:  # the reference evaluator raises many types
+        raise Unsupported(f"cannot fold this constant expression ({error})") from error
+
+
+def _op_label(node: OnnxNode) -> str:
+    domain = f"{node.domain}." if node.domain else ""
+    return f"{domain}{node.op_type} (opset {node.opset})"
+
+
+def _output_index(output: Value | None, problems: list[tuple[str, str]]) -> int:
+    if output is None:
+        return -1
+    if not isinstance(output, TensorRef):
+        problems.append(("output", "the model output is a constant (it ignores its input)"))
+        return -1
+    return output.index
+
+
+def _report_problems(problems: list[tuple[str, str]], path: Path) -> None:
+    if not problems:
+        return
+    counts = Counter(label for label, _ in problems)
+    listed = ", ".join(f"{label} x{n}" if n > 1 else label for label, n in counts.items())
+    details = "; ".join(detail for _, detail in problems[:6])
+    more = f"; and {len(problems) - 6} more" if len(problems) > 6 else ""
+    raise ModelLoadError(f"{path}: unsupported ops: {listed} [{details}{more}]")
+
+
+def _finish(nodes: list[Node], output: int, path: Path) -> LayerGraph:
+    nodes = prune(nodes, output)
+    activation = None
+    for name, layer_type in _OUTPUT_ACTIVATIONS.items():
+        if isinstance(nodes[-1].layer, layer_type) and len(nodes) > 2:
+            activation = "log_softmax" if getattr(nodes[-1].layer, "log", False) else name
+            nodes = nodes[:-1]
+            break
+    misplaced = [n.name for n in nodes if isinstance(n.layer, Softmax)]
+    if misplaced:
+        raise ModelLoadError(
+            f"{path}: unsupported ops: Softmax is only supported as the model's last op "
+            f"[{', '.join(misplaced)}]"
+        )
+    return LayerGraph(tuple(fuse_affine(nodes)), activation, path.stem)

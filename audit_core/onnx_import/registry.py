@@ -1,0 +1,109 @@
+"""Converter registry keyed by (domain, op_type, opset range).
+
+Each op family lives in its own module and registers its converters with
+``@converter``. A converter receives the ONNX node (``OnnxNode``) and the
+``GraphBuilder`` and returns one ``Value`` per node output it defines.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from audit_core.onnx_import.builder import GraphBuilder
+
+MAX_OPSET = 10_000
+
+
+@dataclass(frozen=True)
+class TensorRef:
+    """A runtime tensor: the output of builder node ``index``, per-sample ``shape``."""
+
+    index: int
+    shape: tuple[int, ...]
+
+
+Value = TensorRef | np.ndarray
+"""A converter input/output: a runtime tensor or a constant array."""
+
+
+class Unsupported(Exception):
+    """A node the importer cannot represent; collected, then reported all together."""
+
+
+@dataclass(frozen=True)
+class OnnxNode:
+    """An ONNX node with its inputs resolved to ``Value``s (``None`` for empty inputs)."""
+
+    name: str
+    op_type: str
+    domain: str
+    opset: int
+    inputs: tuple[Value | None, ...]
+    input_names: tuple[str, ...]
+    outputs: tuple[str, ...]
+    attrs: dict[str, Any]
+
+    def attr(self, name: str, default: Any = None) -> Any:
+        return self.attrs.get(name, default)
+
+    def tensor(self, position: int) -> TensorRef:
+        value = self.inputs[position] if position < len(self.inputs) else None
+        if not isinstance(value, TensorRef):
+            raise Unsupported(f"{self.op_type} needs a runtime tensor as input {position}")
+        return value
+
+    def constant(self, position: int, default: np.ndarray | None = None) -> np.ndarray | None:
+        value = self.inputs[position] if position < len(self.inputs) else None
+        if value is None:
+            return default
+        if isinstance(value, TensorRef):
+            raise Unsupported(
+                f"{self.op_type} input {position} ({self.input_names[position]}) must be a "
+                "constant (initializer or Constant), not a runtime tensor"
+            )
+        return value
+
+
+Converter = Callable[[OnnxNode, "GraphBuilder"], list[Value]]
+
+
+@dataclass(frozen=True)
+class _Entry:
+    since: int
+    until: int
+    function: Converter
+
+
+_REGISTRY: dict[tuple[str, str], list[_Entry]] = {}
+
+
+def converter(
+    *op_types: str, domain: str = "", opsets: tuple[int, int] = (1, MAX_OPSET)
+) -> Callable[[Converter], Converter]:
+    """Register ``function`` for ``op_types`` in ``domain`` for opsets ``since..until``."""
+
+    def register(function: Converter) -> Converter:
+        for op_type in op_types:
+            _REGISTRY.setdefault((domain, op_type), []).append(_Entry(*opsets, function))
+        return function
+
+    return register
+
+
+def find_converter(domain: str, op_type: str, opset: int) -> Converter | None:
+    """The converter for this op at this opset, or None."""
+    domain = "" if domain == "ai.onnx" else domain
+    for entry in _REGISTRY.get((domain, op_type), []):
+        if entry.since <= opset <= entry.until:
+            return entry.function
+    return None
+
+
+def supported_ops() -> list[str]:
+    """Sorted op types with at least one converter (for docs and error messages)."""
+    return sorted({op for (_, op) in _REGISTRY})

@@ -1,0 +1,110 @@
+"""The data a report is rendered from: run metadata plus findings.
+
+The runner produces one ``AuditReport``; ``audit_reports`` renders it (JSON,
+HTML, ...). Nothing here renders.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from audit_core.findings import Finding, Severity, Status
+
+REPORT_SCHEMA_VERSION = "1.0"
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """One audited model as the report shows it."""
+
+    name: str
+    path: str
+    sha256: str
+    input_shape: tuple[int, ...]
+    num_outputs: int
+    num_classes: int
+    parameter_count: int
+    opset: int
+    producer: str
+    piecewise_linear: bool
+    layers: tuple[str, ...]
+    fidelity: dict[str, float] = field(default_factory=dict)
+    accuracy: float | None = None
+    metadata: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class DataInfo:
+    """The audit data."""
+
+    source: str
+    count: int
+    sample_shape: tuple[int, ...]
+    lower: float
+    upper: float
+    class_names: tuple[str, ...] = ()
+    bounds_source: str = "data"
+
+
+@dataclass(frozen=True)
+class PluginInfo:
+    """A loaded plugin: distribution name and version, hooks it implements, analyses."""
+
+    name: str
+    version: str
+    hooks: tuple[str, ...]
+    analyses: tuple[str, ...]
+    builtin: bool = False
+    error: str = ""
+
+
+@dataclass(frozen=True)
+class AnalysisRun:
+    """How one analysis went on one model (or on the model set, for multi-model analyses)."""
+
+    analysis: str
+    title: str
+    plugin: str
+    model: str
+    outcome: str  # "ran" | "skipped" | "error"
+    reason: str = ""
+    seconds: float = 0.0
+    config: dict[str, Any] = field(default_factory=dict)
+    headline: str = ""
+
+
+@dataclass(frozen=True)
+class AuditReport:
+    """Everything one ``audit`` run produced."""
+
+    tool_version: str
+    started_at: str
+    finished_at: str
+    seconds: float
+    seed: int
+    command: tuple[str, ...]
+    settings: dict[str, Any]
+    fail_on: str
+    models: tuple[ModelInfo, ...]
+    data: DataInfo | None
+    plugins: tuple[PluginInfo, ...]
+    analyses: tuple[AnalysisRun, ...]
+    findings: tuple[Finding, ...]
+    schema_version: str = REPORT_SCHEMA_VERSION
+
+    def gate_failures(self) -> tuple[Finding, ...]:
+        """Findings that fail the ``--fail-on`` gate (empty when ``fail_on`` is ``never``)."""
+        if self.fail_on == "never":
+            return ()
+        level = Severity(self.fail_on)
+        return tuple(f for f in self.findings if f.is_failing and f.severity >= level)
+
+    def counts(self) -> dict[str, dict[str, int]]:
+        """Number of findings by severity and by status."""
+        by_severity = {s.value: 0 for s in Severity}
+        by_status = {s.value: 0 for s in Status}
+        for finding in self.findings:
+            by_severity[finding.severity.value] += 1
+            by_status[finding.status.value] += 1
+        return {"severity": by_severity, "status": by_status}
