@@ -164,9 +164,14 @@ def _as_inputs(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Te
     return x, y
 
 
+def _flatten(v: torch.Tensor) -> torch.Tensor:
+    """``(N, ...)`` -> ``(N, D)``, also for ``N = 0``."""
+    return v.reshape(v.shape[0], math.prod(v.shape[1:]))
+
+
 def _flat_norm(v: torch.Tensor, norm: str) -> torch.Tensor:
     """Per-sample ``norm`` of a batch ``(N, ...)``; ``"l1"`` is allowed as a dual norm."""
-    flat = v.reshape(v.shape[0], -1)
+    flat = _flatten(v)
     if norm == "l2":
         return torch.linalg.vector_norm(flat, 2, dim=1)
     if norm == "l1":
@@ -176,7 +181,7 @@ def _flat_norm(v: torch.Tensor, norm: str) -> torch.Tensor:
 
 def _numpy_distance(x_adv: np.ndarray, x: np.ndarray, norm: str) -> np.ndarray:
     """The reported distance: float64 norm of ``x_adv - x`` (numpy, per sample)."""
-    diff = (x_adv - x).reshape(x.shape[0], -1)
+    diff = (x_adv - x).reshape(x.shape[0], math.prod(x.shape[1:]))
     if norm == "l2":
         return np.linalg.norm(diff, axis=1)
     return np.abs(diff).max(axis=1, initial=0.0)
@@ -242,11 +247,11 @@ class _Box:
 
     def contains(self, z: torch.Tensor) -> torch.Tensor:
         ok = torch.ones(z.shape[0], dtype=torch.bool)
-        flat = z.reshape(z.shape[0], -1)
+        flat = _flatten(z)
         if self.lower is not None:
-            ok &= (flat >= self.lower.reshape(z.shape[0], -1)).all(1)
+            ok &= (flat >= _flatten(self.lower)).all(1)
         if self.upper is not None:
-            ok &= (flat <= self.upper.reshape(z.shape[0], -1)).all(1)
+            ok &= (flat <= _flatten(self.upper)).all(1)
         return ok & torch.isfinite(flat).all(1)
 
     def diameter(self, norm: str) -> torch.Tensor | None:
@@ -501,7 +506,7 @@ def deepfool(model: Model, x: torch.Tensor, y: torch.Tensor, *, norm: str = "l2"
         logits, jac = _logits_and_jacobian(model, z[active])
         step = _deepfool_step(logits, jac, y[active], norm)
         moving = ~_is_adversarial(logits, y[active], MARGIN_TOL) & torch.isfinite(
-            step.reshape(step.shape[0], -1)).all(1)
+            _flatten(step)).all(1)
         active, step = active[moving], step[moving]
         r_tot[active] += step
         z[active] = box.take(active).clip(x[active] + (1.0 + overshoot) * r_tot[active])
@@ -539,7 +544,7 @@ def _deepfool_step(logits: torch.Tensor, jac: torch.Tensor, y: torch.Tensor,
     """Minimal step onto the closest linearised boundary (``inf`` where none exists)."""
     gaps, grads, valid = _class_gaps(logits, jac, y)
     n, k = gaps.shape
-    flat = grads.reshape(n, k, -1)
+    flat = grads.reshape(n, k, math.prod(grads.shape[2:]))
     dual = (torch.linalg.vector_norm(flat, 2, dim=2) if norm == "l2"
             else flat.abs().sum(2))
     ratio = gaps.abs() / dual
@@ -720,6 +725,8 @@ class _Search:
     def _offer(self, idx: torch.Tensor, z: torch.Tensor,
                mask: torch.Tensor | None = None) -> torch.Tensor:
         """Line-search candidates, keep improvements; return which candidates were accepted."""
+        if idx.numel() == 0:
+            return torch.zeros_like(mask) if mask is not None else torch.zeros(0, dtype=bool)
         z, ok = _line_search(self.model, self.x[idx], self.y[idx], z,
                              self.config.line_search_steps)
         ok &= self.box.take(idx).contains(z)
