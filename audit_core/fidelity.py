@@ -1,0 +1,166 @@
+"""Fidelity check: the layer graph and the torch module against onnxruntime.
+
+No analysis runs on a model whose layer graph (float64) or torch module
+disagrees with onnxruntime beyond tolerance on the audit samples plus random
+inputs. On disagreement the error names the first layer whose output differs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import torch
+from onnx import helper, shape_inference
+
+from audit_core.errors import FidelityError, ModelLoadError
+from audit_core.graph import LayerGraph
+from audit_core.onnx_import import LoadedModel
+from audit_core.torch_module import TorchModel
+
+DEFAULT_TOLERANCE = 1e-4
+
+
+@dataclass(frozen=True)
+class FidelityReport:
+    """Largest scaled error ``max|ours - ort| / max(1, max|ort|)`` over the checked inputs."""
+
+    graph_error: float
+    torch_error: float
+    inputs_checked: int
+    tolerance: float
+
+    def as_dict(self) -> dict[str, float]:
+        return {
+            "layer_graph_vs_onnxruntime": self.graph_error,
+            "torch_vs_onnxruntime": self.torch_error,
+            "inputs_checked": float(self.inputs_checked),
+            "tolerance": self.tolerance,
+        }
+
+
+def check_fidelity(
+    loaded: LoadedModel,
+    torch_model: TorchModel,
+    samples: np.ndarray | None,
+    rng: np.random.Generator,
+    *,
+    bounds: tuple[float, float] = (0.0, 1.0),
+    random_inputs: int = 8,
+    tolerance: float = DEFAULT_TOLERANCE,
+) -> FidelityReport:
+    """Compare on ``samples`` (may be None) plus ``random_inputs`` uniform points in ``bounds``."""
+    graph = loaded.graph
+    x = _inputs(graph, samples, rng, bounds, random_inputs)
+    runner = _OrtRunner(loaded)
+    reference_out, reference_logits = runner.outputs(x)
+    with torch.no_grad():
+        ours_out = graph.forward(x, activation=True).reshape(len(x), -1).numpy()
+        torch_logits = torch_model.module(torch.as_tensor(x)).reshape(len(x), -1).numpy()
+    graph_error = scaled_error(ours_out, reference_out)
+    torch_error = scaled_error(torch_logits, reference_logits)
+    if graph_error > tolerance:
+        layer = _first_bad_layer(loaded, runner, x, tolerance)
+        raise FidelityError(
+            f"{loaded.path}: the layer graph disagrees with onnxruntime (error {graph_error:.3g} "
+            f"> tolerance {tolerance:g}); first disagreeing layer: {layer}"
+        )
+    if torch_error > tolerance:
+        raise FidelityError(
+            f"{loaded.path}: the {torch_model.source} torch module disagrees with onnxruntime "
+            f"(error {torch_error:.3g} > tolerance {tolerance:g})"
+        )
+    return FidelityReport(graph_error, torch_error, len(x), tolerance)
+
+
+def scaled_error(ours: np.ndarray, reference: np.ndarray) -> float:
+    """``max|ours - reference| / max(1, max|reference|)``."""
+    ours = ours.reshape(reference.shape)
+    scale = max(1.0, float(np.abs(reference).max(initial=0.0)))
+    return float(np.abs(ours - reference).max(initial=0.0) / scale)
+
+
+def _inputs(
+    graph: LayerGraph,
+    samples: np.ndarray | None,
+    rng: np.random.Generator,
+    bounds: tuple[float, float],
+    count: int,
+) -> np.ndarray:
+    random = rng.uniform(bounds[0], bounds[1], size=(count, *graph.input_shape))
+    if samples is None or len(samples) == 0:
+        return random
+    return np.concatenate([np.asarray(samples, dtype=np.float64).reshape(-1, *graph.input_shape), random])
+
+
+class _OrtRunner:
+    """Runs the normalised ONNX model in onnxruntime, sample by sample unless batchable."""
+
+    def __init__(self, loaded: LoadedModel, extra_outputs: tuple[str, ...] = ()) -> None:
+        self.loaded = loaded
+        proto = onnx.ModelProto.FromString(loaded.proto.SerializeToString())
+        self.output_names = [proto.graph.output[0].name]
+        logits = loaded.graph.nodes[-1].onnx_output
+        wanted = [n for n in dict.fromkeys((logits, *extra_outputs)) if n and n not in self.output_names]
+        _add_outputs(proto, wanted)
+        self.output_names += wanted
+        try:
+            self.session = ort.InferenceSession(
+                proto.SerializeToString(), providers=["CPUExecutionProvider"]
+            )
+        except Exception as error:  # onnxruntime raises its own exception types
+            first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            raise ModelLoadError(f"{loaded.path}: onnxruntime cannot run the model: {first}") from error
+        self.input_type = _numpy_type(proto.graph.input[0])
+
+    def run(self, x: np.ndarray) -> list[np.ndarray]:
+        """All outputs for a batch ``x``, each ``(N, ...)`` float64."""
+        loaded = self.loaded
+        per_sample = []
+        for sample in x:
+            feed = (sample[None] if loaded.has_batch else sample).astype(self.input_type)
+            per_sample.append(self.session.run(self.output_names, {loaded.input_name: feed}))
+        return [
+            np.stack([np.asarray(outs[i], dtype=np.float64).reshape(-1) for outs in per_sample])
+            for i in range(len(self.output_names))
+        ]
+
+    def outputs(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(model output, logits) for ``x``."""
+        results = self.run(x)
+        logits_name = self.loaded.graph.nodes[-1].onnx_output
+        logits_index = self.output_names.index(logits_name) if logits_name else 0
+        return results[0], results[logits_index]
+
+
+def _first_bad_layer(loaded: LoadedModel, runner: _OrtRunner, x: np.ndarray, tol: float) -> str:
+    graph = loaded.graph
+    names = tuple(node.onnx_output for node in graph.nodes[1:] if node.onnx_output)
+    detailed = _OrtRunner(loaded, names)
+    reference = dict(zip(detailed.output_names, detailed.run(x), strict=True))
+    ours = graph.forward_all(x)
+    for index, node in enumerate(graph.nodes[1:], start=1):
+        if node.onnx_output not in reference:
+            continue
+        error = scaled_error(ours[index].reshape(len(x), -1).numpy(), reference[node.onnx_output])
+        if error > tol:
+            return f"{node.name} ({node.layer.describe()}), error {error:.3g}"
+    return "none of the intermediate layers (the output activation differs)"
+
+
+def _add_outputs(proto: onnx.ModelProto, names: list[str]) -> None:
+    if not names:
+        return
+    inferred = {v.name: v for v in shape_inference.infer_shapes(proto).graph.value_info}
+    for name in names:
+        info = inferred.get(name)
+        if info is None:
+            info = helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None)
+        proto.graph.output.append(info)
+
+
+def _numpy_type(info: onnx.ValueInfoProto) -> type:
+    elem = info.type.tensor_type.elem_type
+    return helper.tensor_dtype_to_np_dtype(elem).type if elem else np.float32

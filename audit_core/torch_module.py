@@ -1,0 +1,106 @@
+"""The differentiable torch module attacks run on, from onnx2torch.
+
+onnx2torch converts the ONNX file independently of the layer graph, so attacks
+(upper bounds) and certificates (lower bounds, computed on the layer graph)
+come from two implementations that are each checked against onnxruntime.
+The module always returns logits ``(N, K)`` in float64: a trailing
+Softmax/Sigmoid is cut off before conversion, exactly as the layer graph does.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+
+import onnx
+import torch
+from onnx import helper, version_converter
+
+from audit_core.graph import LayerGraph
+
+Tensor = torch.Tensor
+MIN_OPSET_FOR_ONNX2TORCH = 13
+
+
+@dataclass(frozen=True)
+class TorchModel:
+    """A logits module and where it came from (``onnx2torch`` or ``layer-graph``)."""
+
+    module: torch.nn.Module
+    source: str
+    note: str = ""
+
+
+def logits_proto(proto: onnx.ModelProto, graph: LayerGraph) -> onnx.ModelProto:
+    """A copy of ``proto`` whose only output is the layer graph's logits tensor."""
+    target = graph.nodes[-1].onnx_output
+    if not target or target == proto.graph.output[0].name:
+        return proto
+    copy = onnx.ModelProto.FromString(proto.SerializeToString())
+    elem_type = proto.graph.output[0].type.tensor_type.elem_type or onnx.TensorProto.FLOAT
+    del copy.graph.output[:]
+    copy.graph.output.append(helper.make_tensor_value_info(target, elem_type, None))
+    return copy
+
+
+def build_torch_model(proto: onnx.ModelProto, graph: LayerGraph, has_batch: bool) -> TorchModel:
+    """onnx2torch module (float64, logits); the layer graph's own module if conversion fails."""
+    try:
+        module = _convert(logits_proto(proto, graph))
+    except Exception as error:  # onnx2torch raises many types for unsupported models
+        note = f"onnx2torch could not convert the model ({type(error).__name__}: {error})"
+        return TorchModel(graph.to_torch(), "layer-graph", note)
+    adapter = _BatchAdapter(module.double().eval(), graph.input_shape, has_batch)
+    return TorchModel(adapter, "onnx2torch")
+
+
+def _convert(proto: onnx.ModelProto) -> torch.nn.Module:
+    from onnx2torch import convert
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            return convert(proto)
+        except NotImplementedError:
+            upgraded = _upgrade(proto)
+            if upgraded is None:
+                raise
+            return convert(upgraded)
+
+
+def _upgrade(proto: onnx.ModelProto) -> onnx.ModelProto | None:
+    opset = max((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), default=0)
+    if opset >= MIN_OPSET_FOR_ONNX2TORCH:
+        return None
+    return version_converter.convert_version(proto, MIN_OPSET_FOR_ONNX2TORCH)
+
+
+class _BatchAdapter(torch.nn.Module):
+    """Feeds a batch ``(N, *shape)`` to a module exported for batch 1 or without batch axis."""
+
+    def __init__(self, module: torch.nn.Module, shape: tuple[int, ...], has_batch: bool) -> None:
+        super().__init__()
+        self.module = module
+        self.shape = shape
+        self.has_batch = has_batch
+        self.batched = has_batch and self._accepts_batches()
+
+    def _accepts_batches(self) -> bool:
+        probe = torch.randn((2, *self.shape), dtype=torch.float64)
+        try:
+            with torch.no_grad():
+                together = self.module(probe).reshape(2, -1)
+                apart = torch.cat([self.module(probe[i : i + 1]).reshape(1, -1) for i in range(2)])
+        except Exception:  # a batch-1 graph (fixed Reshape) fails on a batch of 2
+            return False
+        return together.shape == apart.shape and torch.allclose(together, apart, atol=1e-9)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = x.reshape(x.shape[0], *self.shape)
+        if self.batched:
+            return self.module(x).reshape(x.shape[0], -1)
+        outputs = [self.module(self._one(sample)) for sample in x]
+        return torch.stack([out.reshape(-1) for out in outputs])
+
+    def _one(self, sample: Tensor) -> Tensor:
+        return sample[None] if self.has_batch else sample
