@@ -1,0 +1,248 @@
+"""The ``audit`` command. The one place that turns errors into one line and an exit code.
+
+    audit MODEL.onnx [MODEL2.onnx ...] [options]
+    audit plugins [--json]
+    audit --version
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+import traceback
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+from rich.console import Console
+
+from audit_core import __version__
+from audit_core.console import ConsoleUI, QuietUI, summary_table, verdict_line
+from audit_core.errors import AuditError, ConfigError, ExitCode
+from audit_core.exports import write_exports
+from audit_core.plugins import PluginHost
+from audit_core.runner import RunOutcome, run_audit
+from audit_core.settings import (
+    SEVERITY_LEVELS,
+    Settings,
+    build_settings,
+    find_config_file,
+    read_config,
+)
+from audit_reports.writer import FORMATS, write_reports
+
+EXIT_CODES_HELP = """exit codes:
+  0  every analysis ran; nothing failed at or above --fail-on
+  1  a finding at or above --fail-on failed (or an analysis crashed at that severity)
+  2  interrupted
+  3  internal error (or, with --strict, a crashing analysis)
+  4  usage error: bad option or config key, unreadable or unsupported model, bad data
+  5  nothing could be analysed (every analysis was skipped)
+
+other commands:
+  audit plugins [--json]   list installed plugins, their versions, hooks and analyses
+"""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that raises ``ConfigError`` (exit 4, one line) instead of exiting with 2."""
+
+    def error(self, message: str) -> NoReturn:
+        raise ConfigError(message)
+
+
+def _audit_parser() -> _Parser:
+    parser = _Parser(
+        prog="audit",
+        description="Robustness audit of ONNX models: certificates, attacks, transfer "
+        "directions, robust-loss lower bounds and theorem-backed diagnoses.",
+        epilog=EXIT_CODES_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        argument_default=None,
+    )
+    add = parser.add_argument
+    add("models", nargs="+", metavar="MODEL.onnx", help="one or more ONNX models")
+    add("--data", metavar="FILE", help=".npz (x, y), .npy (with --labels) or .csv audit data; "
+        "a model-zoo model finds its own dataset")
+    add("--labels", metavar="FILE", help="labels for .npy data (.npy or one number per line)")
+    add("--eps", metavar="E[,E...]", help="perturbation budget(s) (default: l2 0.05*sqrt(d)*range, "
+        "linf 0.03*range)")
+    add("--norm", choices=["l2", "linf"], help="perturbation norm (default l2)")
+    add("--only", metavar="NAMES", help="run only these analyses or tags (comma-separated)")
+    add("--skip", metavar="NAMES", help="skip these analyses or tags (comma-separated)")
+    add("--samples", metavar="N", help="audit at most N samples (seeded random subset; default 100)")
+    add("--seed", metavar="S", help="random seed (default 0)")
+    add("--out", metavar="DIR", help="report directory (default ./audit-report)")
+    add("--format", metavar="FMT[,FMT]", help=f"report formats: {', '.join(FORMATS)} (default json,html)")
+    add("--fail-on", choices=list(SEVERITY_LEVELS), help="exit 1 when a finding at or above this "
+        "severity fails (default critical)")
+    add("--config", metavar="FILE", help="config file (default ./audit.toml or [tool.robustness-audit] "
+        "in ./pyproject.toml)")
+    add("--export", metavar="DIR", help="write each analysis's per-sample arrays to DIR/<name>.npz")
+    add("--bounds", metavar="LO,HI", help="input bounds (default: from the data file, else its range)")
+    add("-o", "--option", dest="options", action="append", metavar="ANALYSIS.KEY=VALUE",
+        help="set one analysis parameter (repeatable)")
+    add("-p", dest="plugin_flags", action="append", metavar="no:NAME", help="do not load plugin NAME")
+    add("--strict", action="store_true", default=None, help="stop at the first crashing analysis")
+    add("--quiet", action="store_true", default=None, help="print only errors")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``audit`` console script."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        return int(_dispatch(argv))
+    except AuditError as error:
+        _error_line(str(error))
+        return int(error.exit_code)
+    except KeyboardInterrupt:
+        _error_line("interrupted; no report was written")
+        return int(ExitCode.INTERRUPTED)
+    except Exception as error:  # the one place that catches bugs
+        if os.environ.get("AUDIT_DEBUG"):
+            traceback.print_exc()
+        _error_line(
+            f"internal error: {type(error).__name__}: {error} (set AUDIT_DEBUG=1 for a traceback)",
+            prefix="audit: ",
+        )
+        return int(ExitCode.INTERNAL_ERROR)
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+def _error_line(message: str, prefix: str = "audit: error: ") -> None:
+    text = " ".join(message.split())
+    print(f"{prefix}{text}", file=sys.stderr)
+
+
+def _dispatch(argv: list[str]) -> ExitCode:
+    if argv[:1] in (["--version"], ["-V"]):
+        print(f"audit (robustness-audit) {__version__}")
+        return ExitCode.OK
+    if argv[:1] == ["plugins"]:
+        return _plugins_command(argv[1:])
+    return _audit_command(argv)
+
+
+# ---------------------------------------------------------------- plugins
+
+
+def _plugins_command(argv: list[str]) -> ExitCode:
+    parser = _Parser(prog="audit plugins", description="List installed plugins.")
+    parser.add_argument("--json", action="store_true", help="machine-readable output")
+    parser.add_argument("-p", dest="plugin_flags", action="append", metavar="no:NAME")
+    args = parser.parse_args(argv)
+    host = _host(args.plugin_flags)
+    infos = host.plugin_infos()
+    if args.json:
+        print(json.dumps([_plugin_dict(info, host) for info in infos], indent=2))
+        return ExitCode.OK
+    console = Console()
+    for info in infos:
+        kind = "built-in" if info.builtin else "third-party"
+        console.print(f"[bold]{info.name}[/] {info.version} ({kind})", highlight=False)
+        console.print(f"  hooks: {', '.join(info.hooks) or 'none'}", highlight=False, markup=False)
+        for name in info.analyses:
+            analysis = host.analyses[name]
+            console.print(f"  analysis {name}: {analysis.title}", highlight=False, markup=False)
+        if info.error:
+            console.print(f"  [red]error:[/] {info.error}", highlight=False)
+    return ExitCode.OK
+
+
+def _plugin_dict(info: Any, host: PluginHost) -> dict[str, Any]:
+    return {
+        "name": info.name,
+        "version": info.version,
+        "builtin": info.builtin,
+        "hooks": list(info.hooks),
+        "analyses": [
+            {"name": n, "title": host.analyses[n].title, "tags": list(host.analyses[n].tags)}
+            for n in info.analyses
+        ],
+        "error": info.error or None,
+    }
+
+
+def _host(plugin_flags: list[str] | None) -> PluginHost:
+    blocked = []
+    for flag in plugin_flags or []:
+        if not flag.startswith("no:") or len(flag) <= 3:
+            raise ConfigError(f"-p expects no:NAME, got {flag!r}")
+        blocked.append(flag[3:])
+    host = PluginHost()
+    host.load_entry_points(blocked)
+    return host
+
+
+# ------------------------------------------------------------------ audit
+
+
+def _audit_command(argv: list[str]) -> ExitCode:
+    args = _audit_parser().parse_args(argv)
+    settings = resolve_settings(args, Path.cwd())
+    host = _host(args.plugin_flags)
+    ui = QuietUI() if settings.quiet else ConsoleUI()
+    with ui:
+        outcome = run_audit(settings, host, ui, ("audit", *argv))
+    written = write_reports(outcome.report, settings.out, settings.format)
+    if settings.export:
+        written += write_exports(outcome.exports, settings.export)
+    host.hook.audit_run_finished(report=outcome.report, out_dir=Path(settings.out))
+    if not settings.quiet:
+        _print_summary(outcome, written)
+    return outcome.exit_code
+
+
+def resolve_settings(args: argparse.Namespace, cwd: Path) -> Settings:
+    """Merge the config file and the command line (the command line wins)."""
+    config_path = find_config_file(args.config, cwd)
+    file_options, tables = read_config(config_path)
+    where = {key: str(config_path) for key in file_options}
+    cli_options = {
+        key.replace("_", "-"): value
+        for key, value in vars(args).items()
+        if value is not None and key not in ("config", "options", "plugin_flags")
+    }
+    options = {**file_options, **cli_options}
+    for key in cli_options:
+        where[key] = f"--{key}"
+    settings = build_settings(options, where)
+    unknown_formats = [f for f in settings.format if f not in FORMATS]
+    if unknown_formats:
+        raise ConfigError(f"--format: unknown format {unknown_formats[0]!r} (known: {', '.join(FORMATS)})")
+    return _with_analysis_options(settings, tables, args.options or [], config_path)
+
+
+def _with_analysis_options(
+    settings: Settings, tables: dict[str, dict[str, Any]], overrides: list[str], path: Path | None
+) -> Settings:
+    merged = {name: dict(values) for name, values in tables.items()}
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        analysis, dot, option = key.partition(".")
+        if not sep or not dot or not analysis or not option:
+            raise ConfigError(f"-o expects ANALYSIS.KEY=VALUE, got {item!r}")
+        merged.setdefault(analysis, {})[option] = value
+    from dataclasses import replace
+
+    return replace(
+        settings, analysis_options=merged, config_file=str(path) if path else None
+    )
+
+
+def _print_summary(outcome: RunOutcome, written: list[Path]) -> None:
+    console = Console()
+    report = outcome.report
+    if report.findings:
+        console.print(summary_table(report))
+    console.print(verdict_line(report), highlight=False, markup=False)
+    for path in written:
+        console.print(f"wrote {path}", highlight=False, markup=False)

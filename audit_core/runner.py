@@ -1,0 +1,344 @@
+"""The runner: load models and data, plan which analyses apply, run them, assemble the report.
+
+A crashing analysis becomes an ``error`` finding and the others still run
+(``--strict`` stops instead). Skipped analyses are recorded with their reason.
+Nothing is written here: the caller renders and writes the report.
+"""
+
+from __future__ import annotations
+
+import time
+import traceback
+import zlib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+
+from audit_core import __version__
+from audit_core.analysis import Analysis, AuditContext, Progress, build_config
+from audit_core.attack_service import AttackService
+from audit_core.data import AuditData, RawData, read_data, subsample, validate
+from audit_core.errors import AuditError, ConfigError, DataError, ExitCode, NotApplicable
+from audit_core.findings import Evidence, Finding, Method, Severity, Status
+from audit_core.model import AuditedModel, audited, bundled_dataset
+from audit_core.onnx_import import LoadedModel, load_onnx
+from audit_core.plugins import PluginHost
+from audit_core.report_model import AnalysisRun, AuditReport, DataInfo
+from audit_core.settings import Settings
+
+
+class AnalysisCrashed(AuditError):
+    """``--strict``: an analysis raised; the run stops with exit code 3."""
+
+    exit_code = ExitCode.INTERNAL_ERROR
+
+
+class RunUI(Protocol):
+    """What the runner tells the user while it works (see ``audit_core.console``)."""
+
+    def status(self, text: str) -> None: ...
+
+    def start(self, analysis: Analysis, model: str) -> Progress: ...
+
+    def finish(self, run: AnalysisRun) -> None: ...
+
+
+@dataclass
+class RunOutcome:
+    """The report plus the per-analysis arrays for ``--export``."""
+
+    report: AuditReport
+    exports: dict[tuple[str, str], dict[str, np.ndarray]] = field(default_factory=dict)
+
+    @property
+    def exit_code(self) -> ExitCode:
+        if not any(run.outcome in ("ran", "error") for run in self.report.analyses):
+            return ExitCode.NOTHING_ANALYSED
+        if self.report.gate_failures():
+            return ExitCode.FINDINGS_FAILED
+        return ExitCode.OK
+
+
+@dataclass
+class _Plan:
+    analyses: list[Analysis]
+    configs: dict[str, Any]
+
+
+def run_audit(
+    settings: Settings, host: PluginHost, ui: RunUI, command: Sequence[str] = ()
+) -> RunOutcome:
+    """Run every selected analysis on every model; return the report (nothing is written)."""
+    started, clock = _now(), time.perf_counter()
+    plan = _plan(settings, host)
+    models, data = load_models_and_data(settings, ui)
+    runs: list[AnalysisRun] = []
+    findings: list[Finding] = []
+    exports: dict[tuple[str, str], dict[str, np.ndarray]] = {}
+    attack_services = {m.name: AttackService(m, data, settings.seed) for m in models}
+    for analysis in plan.analyses:
+        targets = models[:1] if analysis.multi_model else models
+        for model in targets:
+            run, found, exported = _run_one(
+                analysis, model, models, data, plan.configs[analysis.name], settings,
+                attack_services[model.name], ui, host,
+            )
+            runs.append(run)
+            findings.extend(found)
+            exports.update({(model.name, name): arrays for name, arrays in exported.items()})
+    report = AuditReport(
+        tool_version=__version__,
+        started_at=started,
+        finished_at=_now(),
+        seconds=round(time.perf_counter() - clock, 3),
+        seed=settings.seed,
+        command=tuple(command),
+        settings=settings.as_dict(),
+        fail_on=settings.fail_on,
+        models=tuple(m.info(_accuracy(m, data)) for m in models),
+        data=_data_info(data),
+        plugins=host.plugin_infos(),
+        analyses=tuple(runs),
+        findings=tuple(findings),
+    )
+    return RunOutcome(report, exports)
+
+
+# ------------------------------------------------------------------ planning
+
+
+def _plan(settings: Settings, host: PluginHost) -> _Plan:
+    try:
+        analyses = host.select(settings.only, settings.skip)
+    except KeyError as error:
+        known = ", ".join(sorted(host.analyses)) or "none installed"
+        raise ConfigError(
+            f"unknown analysis or tag {error.args[0]!r} in --only/--skip (known: {known})"
+        ) from error
+    unknown_tables = sorted(set(settings.analysis_options) - set(host.analyses))
+    if unknown_tables:
+        raise ConfigError(
+            f"{settings.config_file or 'options'}: unknown analysis {unknown_tables[0]!r} "
+            f"(known: {', '.join(sorted(host.analyses)) or 'none'})"
+        )
+    where = settings.config_file or "-o"
+    configs = {
+        a.name: build_config(a, settings.analysis_options.get(a.name, {}), where) for a in analyses
+    }
+    return _Plan(analyses, configs)
+
+
+# ------------------------------------------------------------ models and data
+
+
+def load_models_and_data(
+    settings: Settings, ui: RunUI
+) -> tuple[list[AuditedModel], AuditData | None]:
+    """Load every model, read and validate the data, run the fidelity checks."""
+    if not settings.models:
+        raise ConfigError("no model given (usage: audit MODEL.onnx [MODEL2.onnx ...])")
+    rng = np.random.default_rng(settings.seed)
+    raw = read_data(settings.data, settings.labels) if settings.data else None
+    sample_shape = _sample_shape(raw)
+    loaded = []
+    for path in settings.models:
+        ui.status(f"loading {path}")
+        loaded.append(load_onnx(path, sample_shape))
+    if raw is None:
+        raw = _bundled_data(loaded[0], settings)
+    data = _validated(raw, loaded, settings, rng) if raw is not None else None
+    names = _unique_names(loaded)
+    models = []
+    for model, name in zip(loaded, names, strict=True):
+        ui.status(f"checking {name} against onnxruntime")
+        bounds = (data.lower, data.upper) if data is not None else (0.0, 1.0)
+        samples = None if data is None else data.x
+        models.append(audited(model, name, samples, rng, bounds=bounds))
+    return models, data
+
+
+def _sample_shape(raw: RawData | None) -> tuple[int, ...] | None:
+    if raw is None or np.ndim(raw.x) < 2:
+        return None
+    return tuple(int(d) for d in np.shape(raw.x)[1:])
+
+
+def _bundled_data(model: LoadedModel, settings: Settings) -> RawData | None:
+    path = bundled_dataset(model)
+    if path is None:
+        return None
+    if not path.is_file():
+        raise DataError(f"{model.path}: its metadata names dataset {path}, which does not exist")
+    return read_data(path, settings.labels)
+
+
+def _validated(
+    raw: RawData, loaded: list[LoadedModel], settings: Settings, rng: np.random.Generator
+) -> AuditData:
+    first = loaded[0].graph
+    predicted = None
+    if raw.y is None:
+        predicted = first.predict(np.asarray(raw.x, dtype=np.float64).reshape(-1, *first.input_shape))
+    data = validate(raw, first, bounds=settings.bounds, predicted_labels=predicted)
+    for other in loaded[1:]:
+        validate(raw, other.graph, bounds=settings.bounds, predicted_labels=predicted)
+    return subsample(data, settings.samples, rng)
+
+
+def _unique_names(loaded: list[LoadedModel]) -> list[str]:
+    names: list[str] = []
+    for model in loaded:
+        name, suffix = model.name, 2
+        while name in names:
+            name, suffix = f"{model.name}-{suffix}", suffix + 1
+        names.append(name)
+    return names
+
+
+# ------------------------------------------------------------------- running
+
+
+def _run_one(
+    analysis: Analysis,
+    model: AuditedModel,
+    models: list[AuditedModel],
+    data: AuditData | None,
+    config: Any,
+    settings: Settings,
+    attacks: AttackService,
+    ui: RunUI,
+    host: PluginHost,
+) -> tuple[AnalysisRun, list[Finding], dict[str, dict[str, np.ndarray]]]:
+    base = {
+        "analysis": analysis.name,
+        "title": analysis.title or analysis.name,
+        "plugin": host.owner.get(analysis.name, ""),
+        "model": "all models" if analysis.multi_model else model.name,
+        "config": _config_dict(config),
+    }
+    reason = analysis.requires.unmet(model, data, len(models)) or analysis.check(model, data)
+    if reason:
+        run = AnalysisRun(**base, outcome="skipped", reason=reason)
+        ui.finish(run)
+        return run, [_skipped_finding(analysis, base["model"], reason)], {}
+    context = _context(analysis, model, models, data, config, settings, attacks, ui)
+    clock = time.perf_counter()
+    try:
+        findings = tuple(analysis.run(context))
+    except NotApplicable as error:
+        run = AnalysisRun(**base, outcome="skipped", reason=str(error))
+        ui.finish(run)
+        return run, [_skipped_finding(analysis, base["model"], str(error))], {}
+    except (KeyboardInterrupt, AuditError):
+        raise
+    except Exception as error:  # a crashing analysis must not stop the audit
+        if settings.strict:
+            raise AnalysisCrashed(
+                f"analysis {analysis.name!r} crashed on {model.name}: {type(error).__name__}: {error}"
+            ) from error
+        seconds = round(time.perf_counter() - clock, 3)
+        finding = _error_finding(analysis, base["model"], error)
+        run = AnalysisRun(**base, outcome="error", reason=finding.summary, seconds=seconds)
+        ui.finish(run)
+        return run, [finding], {}
+    seconds = round(time.perf_counter() - clock, 3)
+    run = AnalysisRun(**base, outcome="ran", seconds=seconds, headline=analysis.headline(findings))
+    ui.finish(run)
+    return run, list(findings), context.exports
+
+
+def _context(
+    analysis: Analysis,
+    model: AuditedModel,
+    models: list[AuditedModel],
+    data: AuditData | None,
+    config: Any,
+    settings: Settings,
+    attacks: AttackService,
+    ui: RunUI,
+) -> AuditContext:
+    seed = [settings.seed, zlib.crc32(analysis.name.encode()), zlib.crc32(model.name.encode())]
+    return AuditContext(
+        analysis=analysis,
+        model=model,
+        models=tuple(models),
+        data=data,
+        config=config,
+        settings=settings,
+        rng=np.random.default_rng(seed),
+        generator=torch.Generator().manual_seed(int(np.random.default_rng(seed).integers(2**62))),
+        progress=ui.start(analysis, "all models" if analysis.multi_model else model.name),
+        attacks=attacks,
+    )
+
+
+def _skipped_finding(analysis: Analysis, model: str, reason: str) -> Finding:
+    return Finding(
+        id=f"{analysis.name}/skipped/{model}",
+        analysis=analysis.name,
+        title=f"{analysis.title or analysis.name}: not applicable",
+        severity=Severity.INFO,
+        status=Status.SKIPPED,
+        method=Method.EMPIRICAL,
+        summary=f"Skipped: {reason}",
+        model=model,
+        references=analysis.references,
+    )
+
+
+def _error_finding(analysis: Analysis, model: str, error: Exception) -> Finding:
+    message = f"{type(error).__name__}: {error}"
+    return Finding(
+        id=f"{analysis.name}/error/{model}",
+        analysis=analysis.name,
+        title=f"{analysis.title or analysis.name} crashed",
+        severity=Severity.HIGH,
+        status=Status.ERROR,
+        method=Method.EMPIRICAL,
+        summary=f"The analysis raised {message}; its checks did not run.",
+        model=model,
+        evidence=Evidence(notes=("Re-run with --strict to stop at the first crash.",)),
+        remediation="Report the traceback to the plugin's author.",
+        traceback="".join(traceback.format_exception(error)),
+    )
+
+
+def _config_dict(config: Any) -> dict[str, Any]:
+    from dataclasses import asdict, is_dataclass
+
+    if not is_dataclass(config):
+        return {}
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(config).items()}
+
+
+def _accuracy(model: AuditedModel, data: AuditData | None) -> float | None:
+    if data is None or data.labels_from != "file":
+        return None
+    return float(np.mean(model.graph.predict(data.x) == data.y))
+
+
+def _data_info(data: AuditData | None) -> DataInfo | None:
+    if data is None:
+        return None
+    return DataInfo(
+        source=str(Path(data.source)),
+        count=len(data),
+        sample_shape=tuple(data.x.shape[1:]),
+        lower=data.lower,
+        upper=data.upper,
+        class_names=data.class_names,
+        bounds_source=data.bounds_source,
+    )
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def flatten_findings(findings: Iterable[Finding]) -> list[Finding]:
+    return list(findings)
