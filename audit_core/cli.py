@@ -21,7 +21,7 @@ from rich.console import Console
 
 from audit_core import __version__
 from audit_core.console import ConsoleUI, QuietUI, summary_table, verdict_line
-from audit_core.errors import AuditError, ConfigError, ExitCode
+from audit_core.errors import AuditError, ConfigError, ExitCode, UsageError
 from audit_core.exports import write_exports
 from audit_core.plugins import PluginHost
 from audit_core.runner import RunOutcome, run_audit
@@ -192,9 +192,12 @@ def _audit_command(argv: list[str]) -> ExitCode:
     ui = QuietUI() if settings.quiet else ConsoleUI()
     with ui:
         outcome = run_audit(settings, host, ui, ("audit", *argv))
-    written = write_reports(outcome.report, settings.out, settings.format)
-    if settings.export:
-        written += write_exports(outcome.exports, settings.export)
+    try:
+        written = write_reports(outcome.report, settings.out, settings.format)
+        if settings.export:
+            written += write_exports(outcome.exports, settings.export)
+    except OSError as error:
+        raise UsageError(f"cannot write to {error.filename or settings.out}: {error.strerror}") from error
     host.hook.audit_run_finished(report=outcome.report, out_dir=Path(settings.out))
     if not settings.quiet:
         _print_summary(outcome, written)
@@ -215,6 +218,9 @@ def resolve_settings(args: argparse.Namespace, cwd: Path) -> Settings:
     for key in cli_options:
         where[key] = f"--{key}"
     settings = build_settings(options, where)
+    for option, folder in (("--out", settings.out), ("--export", settings.export)):
+        if folder and Path(folder).exists() and not Path(folder).is_dir():
+            raise ConfigError(f"{option} {folder}: exists and is not a directory")
     unknown_formats = [f for f in settings.format if f not in FORMATS]
     if unknown_formats:
         raise ConfigError(f"--format: unknown format {unknown_formats[0]!r} (known: {', '.join(FORMATS)})")

@@ -49,18 +49,29 @@ class ConsoleUI:
             transient=False,
         )
         self._tasks: dict[tuple[str, str], TaskID] = {}
+        self._setup: TaskID | None = None
 
     def __enter__(self) -> ConsoleUI:
         self.progress.start()
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, exc_type: type | None, *exc: object) -> None:
+        if exc_type is not None:  # an error: leave only the CLI's one-line message
+            for task in list(self.progress.task_ids):
+                self.progress.remove_task(task)
         self.progress.stop()
 
     def status(self, text: str) -> None:
-        self.progress.console.print(f"[dim]{escape(text)}[/]", highlight=False)
+        """Setup steps (loading, fidelity check) on one transient line."""
+        if self._setup is None:
+            self._setup = self.progress.add_task(escape(text), total=None, note="")
+        else:
+            self.progress.update(self._setup, description=escape(text))
 
     def start(self, analysis: Analysis, model: str) -> _TaskProgress:
+        if self._setup is not None:
+            self.progress.remove_task(self._setup)
+            self._setup = None
         task = self.progress.add_task(escape(f"{analysis.name} · {model}"), total=None, note="")
         self._tasks[(analysis.name, model)] = task
         return _TaskProgress(self.progress, task)

@@ -44,4 +44,4 @@ def _margin_torch(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         return sign * logits[:, 0]
     true = logits.gather(1, labels[:, None])[:, 0]
     others = logits.scatter(1, labels[:, None], float("-inf"))
-    return true - others.max(1).values
+    return true - others.amax(1)

@@ -213,14 +213,15 @@ class AvgPool(Layer):
 
     def linear(self, t: Tensor) -> Tensor:
         pool = (F.avg_pool1d, F.avg_pool2d, F.avg_pool3d)[len(self.kernel) - 1]
+        keep = _ceil_mode_keep(t, self.strides, self.pads) if self.ceil_mode else ...
         if not any(self.pads):
-            return pool(t, self.kernel, self.strides, 0, self.ceil_mode)
+            return pool(t, self.kernel, self.strides, 0, self.ceil_mode)[keep]
         sums = pool(_pad_spatial(t, self.pads, 0.0), self.kernel, self.strides, 0, self.ceil_mode)
         if self.count_include_pad:
-            return sums
+            return sums[keep]
         ones = torch.ones((1, 1, *t.shape[2:]), dtype=t.dtype, device=t.device)
         counts = pool(_pad_spatial(ones, self.pads, 0.0), self.kernel, self.strides, 0, self.ceil_mode)
-        return sums / counts
+        return (sums / counts)[keep]
 
     def describe(self) -> str:
         return f"AvgPool k{list(self.kernel)} s{list(self.strides)}"
@@ -302,9 +303,13 @@ class MaxPool(Layer):
         """Pooled values and the flat spatial index (into the padded input) of each max."""
         pool = (F.max_pool1d, F.max_pool2d, F.max_pool3d)[len(self.kernel) - 1]
         padded = _pad_spatial(x, self.pads, float("-inf"))
-        return pool(
+        values, indices = pool(
             padded, self.kernel, self.strides, 0, self.dilations, self.ceil_mode, return_indices=True
         )
+        if self.ceil_mode:
+            keep = _ceil_mode_keep(x, self.strides, self.pads)
+            return values[keep], indices[keep]
+        return values, indices
 
     def describe(self) -> str:
         return f"MaxPool k{list(self.kernel)} s{list(self.strides)}"
@@ -341,6 +346,18 @@ class Softmax(Layer):
         if self.log:
             return torch.log_softmax(x, dim=self.axis + 1)
         return torch.softmax(x, dim=self.axis + 1)
+
+
+def _ceil_mode_keep(x: Tensor, strides: tuple[int, ...], pads: tuple[int, ...]) -> tuple:
+    """Index dropping ceil_mode windows that start in the end padding.
+
+    Pooling runs on the explicitly padded input, where torch keeps a last window
+    that starts in the end padding; ONNX (onnxruntime) ignores such windows.
+    """
+    spatial = x.shape[2:]
+    begins = tuple(pads[: len(pads) // 2]) or (0,) * len(spatial)
+    stops = [-(-(n + begin) // s) for n, begin, s in zip(spatial, begins, strides, strict=True)]
+    return (slice(None), slice(None), *(slice(0, stop) for stop in stops))
 
 
 def _pad_spatial(x: Tensor, pads: tuple[int, ...], value: float) -> Tensor:

@@ -67,9 +67,10 @@ class AuditedModel:
             producer=self.loaded.producer,
             piecewise_linear=self.graph.is_piecewise_linear,
             layers=self.graph.describe(),
-            fidelity={**self.fidelity.as_dict(), "torch_source": self.torch_model.source},
+            fidelity=self.fidelity.as_dict(),
             accuracy=accuracy,
-            metadata=dict(self.loaded.metadata),
+            metadata={str(k): str(v) for k, v in self.loaded.metadata.items()},
+            torch_source=self.torch_model.source,
         )
 
 

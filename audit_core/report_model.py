@@ -32,6 +32,7 @@ class ModelInfo:
     fidelity: dict[str, float] = field(default_factory=dict)
     accuracy: float | None = None
     metadata: dict[str, str] = field(default_factory=dict)
+    torch_source: str = "onnx2torch"
 
 
 @dataclass(frozen=True)

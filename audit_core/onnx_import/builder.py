@@ -45,6 +45,9 @@ class GraphBuilder:
     def per_sample_constant(self, constant: np.ndarray, tensor: TensorRef) -> np.ndarray:
         """A constant operand broadcast against ``tensor``, without the batch axis."""
         full_rank = len(self.full_shape(tensor))
+        if constant.ndim > full_rank:
+            shape = list(constant.shape)
+            raise Unsupported(f"a constant of shape {shape} adds axes to a rank-{full_rank} tensor")
         if self.has_batch and constant.ndim == full_rank:
             if constant.shape[0] != 1:
                 raise Unsupported(f"a constant of shape {list(constant.shape)} varies over the batch")

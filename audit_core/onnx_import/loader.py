@@ -188,13 +188,18 @@ def _convert_node(
     problems: list[tuple[str, str]],
 ) -> None:
     domain = "" if node_proto.domain in ("", "ai.onnx") else node_proto.domain
+    opset = opsets.get(domain, 1)
     if any(name and name not in values for name in node_proto.input):
-        return  # depends on an op that is already reported
+        # downstream of a reported problem: still list this op if it is unsupported too
+        if find_converter(domain, node_proto.op_type, opset) is None:
+            label = f"{domain + '.' if domain else ''}{node_proto.op_type} (opset {opset})"
+            problems.append((label, f"{node_proto.name or node_proto.output[0]}: no converter for this op"))
+        return
     node = OnnxNode(
         name=node_proto.name or node_proto.output[0],
         op_type=node_proto.op_type,
         domain=domain,
-        opset=opsets.get(domain, 1),
+        opset=opset,
         inputs=tuple(values[name] if name else None for name in node_proto.input),
         input_names=tuple(node_proto.input),
         outputs=tuple(node_proto.output),
@@ -265,6 +270,13 @@ def _report_problems(problems: list[tuple[str, str]], path: Path) -> None:
 
 def _finish(nodes: list[Node], output: int, path: Path) -> LayerGraph:
     nodes = prune(nodes, output)
+    last = nodes[-1]
+    if isinstance(last.layer, Softmax) and int(np.prod(last.shape)) != last.shape[last.layer.axis]:
+        # the output activation is a softmax over all the logits; this one is per row
+        raise ModelLoadError(
+            f"{path}: unsupported ops: Softmax over axis {last.layer.axis} of an output of "
+            f"per-sample shape {list(last.shape)} [{last.name}]"
+        )
     activation = None
     for name, layer_type in _OUTPUT_ACTIVATIONS.items():
         if isinstance(nodes[-1].layer, layer_type) and len(nodes) > 2:

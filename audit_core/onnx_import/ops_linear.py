@@ -33,7 +33,7 @@ def matmul(node: OnnxNode, builder: GraphBuilder) -> list[Value]:
     if isinstance(left, TensorRef) and not isinstance(right, TensorRef):
         return [_matmul_right(node, builder, left, right)]
     if isinstance(right, TensorRef) and not isinstance(left, TensorRef):
-        if len(right.shape) != 1 or left.ndim != 2:
+        if len(builder.full_shape(right)) != 1 or left.ndim != 2:
             raise Unsupported("MatMul of a constant matrix with a runtime tensor of rank > 1")
         layer = Dense(weight=frozen_array(left), bias=None)
         return [builder.add(layer, (right,), node.name, node.outputs[0])]

@@ -103,6 +103,8 @@ def identity(node: OnnxNode, builder: GraphBuilder) -> list[Value]:
     """Inference-mode Dropout is the identity; its mask output is not supported."""
     if node.op_type == "Dropout" and len(node.outputs) > 1 and node.outputs[1]:
         raise Unsupported("Dropout with a mask output")
+    if node.op_type == "Dropout" and np.any(node.constant(2, np.zeros(()))):
+        raise Unsupported("Dropout in training mode")
     value = node.inputs[0]
     if value is None:
         raise Unsupported(f"{node.op_type} without input")

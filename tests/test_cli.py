@@ -1,0 +1,316 @@
+"""``audit`` end to end, in-process: options, config files, exit codes, bad input."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper
+
+from audit_core import __version__
+from audit_core.testing import mlp_onnx, random_mlp, save_dataset, save_model
+
+from helpers import corpus
+
+PREVIOUS = "previous report, must survive a failed run"
+
+
+def _assert_one_line_error(run, code: int, *needles: str) -> None:
+    assert run.exit_code == code, run.stderr
+    lines = [line for line in run.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, run.stderr
+    assert lines[0].startswith("audit: error: ")
+    assert "Traceback" not in run.stderr
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+
+
+def _previous_reports(tmp_path: Path) -> Path:
+    out = tmp_path / "out"
+    out.mkdir(exist_ok=True)
+    for name in ("report.json", "report.html"):
+        (out / name).write_text(PREVIOUS)
+    return out
+
+
+def _assert_untouched(out: Path) -> None:
+    assert sorted(p.name for p in out.iterdir()) == ["report.html", "report.json"]
+    for name in ("report.json", "report.html"):
+        assert (out / name).read_text() == PREVIOUS
+
+
+# ------------------------------------------------------------------ happy paths
+
+
+def test_version(run_audit) -> None:
+    run = run_audit("--version")
+    assert run.exit_code == 0
+    assert __version__ in run.stdout
+
+
+def test_help_documents_exit_codes(capsys) -> None:
+    from audit_core import cli
+
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["--help"])
+    assert exit_info.value.code == 0
+    text = capsys.readouterr().out
+    for code in ("0  every analysis ran", "1  a finding", "2  interrupted", "3  internal error",
+                 "4  usage error", "5  nothing could be analysed"):
+        assert code in text
+
+
+def test_audit_writes_valid_reports(run_audit, tiny_model, tiny_data) -> None:
+    from audit_reports import validate
+
+    run = run_audit(tiny_model, "--data", tiny_data, "--eps", "0.05,0.2", "--samples", "12")
+    assert run.exit_code == 0, run.stderr
+    report = run.report
+    validate(report)
+    assert report["data"]["count"] == 12
+    assert report["models"][0]["name"] == "tiny"
+    assert report["models"][0]["torch_source"] == "onnx2torch"
+    ran = {a["analysis"]: a["outcome"] for a in report["analyses"]}
+    assert ran["attack-bound"] == "ran"
+    finding = next(f for f in report["findings"] if f["id"].startswith("attack-bound/robust-accuracy"))
+    names = {m["name"]: m["value"] for m in finding["metrics"]}
+    assert 0.0 <= names["robust_accuracy@0.2"] <= names["robust_accuracy@0.05"] <= 1.0
+    assert isinstance(names["robust_accuracy"], float)
+    assert "<html" in (run.out_dir / "report.html").read_text().lower()
+    assert "Audit summary" in run.stdout
+
+
+def test_quiet_prints_nothing_on_success(run_audit, tiny_model, tiny_data) -> None:
+    run = run_audit(tiny_model, "--data", tiny_data, "--samples", "6", "--quiet")
+    assert run.exit_code == 0
+    assert run.stdout == ""
+    assert run.stderr == ""
+
+
+def test_fail_on_gates_the_exit_code(run_audit, tiny_model, tiny_data) -> None:
+    # a huge eps makes every sample non-robust: the robust-accuracy check fails (severity high)
+    run = run_audit(tiny_model, "--data", tiny_data, "--eps", "5", "--samples", "6",
+                    "--fail-on", "high")
+    assert run.exit_code == 1
+    assert run.report["verdict"]["passed"] is False
+    relaxed = run_audit(tiny_model, "--data", tiny_data, "--eps", "5", "--samples", "6",
+                        "--fail-on", "critical", out="out2")
+    assert relaxed.exit_code == 0
+
+
+def test_config_file_and_command_line_precedence(run_audit, tiny_model, tiny_data, tmp_path) -> None:
+    (tmp_path / "audit.toml").write_text(
+        'eps = [0.3]\nsamples = 5\nseed = 3\n[attack-bound]\nrestarts = 1\nworst-examples = 2\n'
+    )
+    run = run_audit(tiny_model, "--data", tiny_data, "--samples", "7")
+    assert run.exit_code == 0, run.stderr
+    settings = run.report["settings"]
+    assert settings["samples"] == 7  # the command line wins
+    assert settings["eps"] == [0.3] and settings["seed"] == 3
+    config = next(a["config"] for a in run.report["analyses"] if a["analysis"] == "attack-bound")
+    assert config["restarts"] == 1 and config["worst_examples"] == 2
+
+
+def test_pyproject_table_and_dash_o_override(run_audit, tiny_model, tiny_data, tmp_path) -> None:
+    (tmp_path / "pyproject.toml").write_text(
+        '[tool.robustness-audit]\nsamples = 4\n[tool.robustness-audit.attack-bound]\nsteps = 7\n'
+    )
+    run = run_audit(tiny_model, "--data", tiny_data, "-o", "attack-bound.steps=9")
+    assert run.exit_code == 0, run.stderr
+    assert run.report["settings"]["samples"] == 4
+    config = next(a["config"] for a in run.report["analyses"] if a["analysis"] == "attack-bound")
+    assert config["steps"] == 9
+
+
+def test_export_writes_per_sample_arrays(run_audit, tiny_model, tiny_data, tmp_path) -> None:
+    run = run_audit(tiny_model, "--data", tiny_data, "--samples", "8", "--export", "arrays")
+    assert run.exit_code == 0
+    arrays = np.load(tmp_path / "arrays" / "attack-bound.npz", allow_pickle=False)
+    assert set(arrays.files) == {"index", "label", "attack_distance", "x_adv"}
+    assert arrays["x_adv"].shape == (8, 4)
+    distance = np.linalg.norm(arrays["x_adv"] - np.load(tiny_data)["x"][arrays["index"]], axis=1)
+    found = np.isfinite(arrays["attack_distance"])
+    np.testing.assert_allclose(arrays["attack_distance"][found], distance[found], rtol=1e-6)
+
+
+def test_only_by_tag_and_skip_give_exit_5(run_audit, tiny_model, tiny_data) -> None:
+    run = run_audit(tiny_model, "--data", tiny_data, "--skip", "attack")
+    assert run.exit_code == 5
+    assert run.report["analyses"] == []
+
+
+def test_model_zoo_model_finds_its_dataset(run_audit, tmp_path) -> None:
+    weights, biases = random_mlp([3, 5, 2], seed=4)
+    models = tmp_path / "zoo" / "models"
+    models.mkdir(parents=True)
+    rng = np.random.default_rng(1)
+    save_dataset(tmp_path / "zoo" / "data.npz", rng.random((10, 3)), rng.integers(0, 2, 10))
+    model = mlp_onnx(models / "m.onnx", weights, biases,
+                     metadata={"robustness_audit.dataset": "../data.npz"})
+    run = run_audit(model, "--samples", "5")
+    assert run.exit_code == 0, run.stderr
+    assert run.report["data"]["source"].endswith("data.npz")
+
+
+def test_plugins_listing(run_audit) -> None:
+    run = run_audit("plugins", "--json")
+    assert run.exit_code == 0
+    listing = json.loads(run.stdout)
+    builtin = next(p for p in listing if p["name"] == "attack-bound")
+    assert builtin["builtin"] is True
+    assert "audit_register_analyses" in builtin["hooks"]
+    assert builtin["analyses"][0]["name"] == "attack-bound"
+    text = run_audit("plugins")
+    assert "attack-bound" in text.stdout and "built-in" in text.stdout
+
+
+def test_dash_p_blocks_a_plugin(run_audit) -> None:
+    listing = json.loads(run_audit("plugins", "--json", "-p", "no:attack-bound").stdout)
+    assert "attack-bound" not in [p["name"] for p in listing]
+
+
+# --------------------------------------------------------------------- bad input
+
+
+def _write(path: Path, content: bytes) -> Path:
+    path.write_bytes(content)
+    return path
+
+
+BAD_MODELS = {
+    "missing": (lambda d: d / "nope.onnx", "no such file"),
+    "directory": (lambda d: d, "is a directory"),
+    "empty": (lambda d: _write(d / "empty.onnx", b""), "empty"),
+    "truncated": (
+        lambda d: _write(d / "cut.onnx", corpus("mnistfc/mnist-net_256x2.onnx").read_bytes()[:5000]),
+        "not an ONNX model",
+    ),
+    "text": (lambda d: _write(d / "notes.onnx", b"hello, I am not a model\n" * 20), "not an ONNX"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_MODELS))
+def test_unreadable_models(run_audit, tmp_path, tiny_data, case) -> None:
+    out = _previous_reports(tmp_path)
+    folder = tmp_path / "models"
+    folder.mkdir()
+    make, needle = BAD_MODELS[case]
+    run = run_audit(make(folder), "--data", tiny_data)
+    _assert_one_line_error(run, 4, needle)
+    _assert_untouched(out)
+
+
+def test_model_failing_the_checker(run_audit, tmp_path, tiny_data) -> None:
+    node = helper.make_node("Relu", ["undefined"], ["logits"])
+    graph = helper.make_graph(
+        [node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 4])],
+    )
+    path = tmp_path / "broken.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    out = _previous_reports(tmp_path)
+    _assert_one_line_error(run_audit(path, "--data", tiny_data), 4, "checker")
+    _assert_untouched(out)
+
+
+def test_unsupported_ops_listed_together(run_audit, tmp_path, tiny_data) -> None:
+    nodes = [
+        helper.make_node("Cos", ["x"], ["a"], name="cos"),
+        helper.make_node("Sin", ["a"], ["b"], name="sin"),
+        helper.make_node("Erf", ["b"], ["logits"], name="erf"),
+    ]
+    path = save_model(tmp_path / "trig.onnx", nodes, [], [None, 4], [None, 4])
+    out = _previous_reports(tmp_path)
+    run = run_audit(path, "--data", tiny_data)
+    _assert_one_line_error(run, 4, "Cos", "Sin", "Erf")
+    _assert_untouched(out)
+
+
+def test_dynamic_shape_without_data(run_audit, tmp_path) -> None:
+    node = helper.make_node("Relu", ["x"], ["logits"])
+    graph = helper.make_graph(
+        [node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", "features"])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", "features"])],
+    )
+    path = tmp_path / "dynamic.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    _assert_one_line_error(run_audit(path), 4, "dynamic shape", "--data")
+
+
+BAD_DATA = {
+    "wrong-shape": (lambda r: {"x": r.random((5, 3)), "y": np.zeros(5, int)}, "expects [4]"),
+    "wrong-dtype": (lambda r: {"x": np.array([["a"] * 4] * 5), "y": np.zeros(5, int)}, "dtype"),
+    "nan": (lambda r: {"x": np.where(np.eye(5, 4) > 0, np.nan, 0.5), "y": np.zeros(5, int)}, "NaN"),
+    "label-range": (lambda r: {"x": r.random((5, 4)), "y": np.array([0, 1, 2, 7, 0])}, "out of range"),
+    "no-x": (lambda r: {"features": r.random((5, 4))}, "no array named 'x'"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_DATA))
+def test_bad_data(run_audit, tmp_path, tiny_model, case) -> None:
+    make, needle = BAD_DATA[case]
+    path = tmp_path / f"{case}.npz"
+    np.savez(path, **make(np.random.default_rng(0)))
+    out = _previous_reports(tmp_path)
+    _assert_one_line_error(run_audit(tiny_model, "--data", path), 4, needle)
+    _assert_untouched(out)
+
+
+def test_pickled_data_is_refused(run_audit, tmp_path, tiny_model) -> None:
+    path = tmp_path / "objects.npy"
+    np.save(path, np.array([{"x": 1}], dtype=object), allow_pickle=True)
+    _assert_one_line_error(run_audit(tiny_model, "--data", path), 4, "unpickle")
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["--frobnicate"], "unrecognized arguments"),
+        (["--norm", "l7"], "invalid choice"),
+        (["--eps", "-1"], "positive"),
+        (["--samples", "zero"], "integer"),
+        (["--format", "pdf"], "unknown format"),
+        (["--only", "no-such-analysis"], "no-such-analysis"),
+        (["-o", "attack-bound.nonsense=3"], "nonsense"),
+        (["-o", "attack-bound.steps=many"], "steps"),
+        (["-o", "ghost.steps=3"], "ghost"),
+    ],
+)
+def test_bad_options(run_audit, tmp_path, tiny_model, tiny_data, args, needle) -> None:
+    out = _previous_reports(tmp_path)
+    _assert_one_line_error(run_audit(tiny_model, "--data", tiny_data, *args), 4, needle)
+    _assert_untouched(out)
+
+
+@pytest.mark.parametrize(
+    ("toml", "needle"),
+    [
+        ("frobnicate = 1\n", "frobnicate"),
+        ("[attack-bound]\nwobble = 2\n", "wobble"),
+        ("eps = 'lots'\n", "eps"),
+        ("this is not toml", "invalid TOML"),
+    ],
+)
+def test_bad_config_file(run_audit, tmp_path, tiny_model, tiny_data, toml, needle) -> None:
+    (tmp_path / "audit.toml").write_text(toml)
+    out = _previous_reports(tmp_path)
+    _assert_one_line_error(run_audit(tiny_model, "--data", tiny_data), 4, needle)
+    _assert_untouched(out)
+
+
+def test_output_path_is_a_file(run_audit, tmp_path, tiny_model, tiny_data) -> None:
+    (tmp_path / "taken").write_text("a file")
+    run = run_audit(tiny_model, "--data", tiny_data, "--samples", "3", out="taken")
+    _assert_one_line_error(run, 4, "taken")
+
+
+def test_corpus_model_with_corpus_samples(run_audit, tmp_path) -> None:
+    model = shutil.copy(corpus("mnistfc/mnist-net_256x2.onnx"), tmp_path / "net.onnx")
+    run = run_audit(model, "--data", corpus("mnistfc/mnist_samples.npz"), "--samples", "4",
+                    "--eps", "0.5", "-o", "attack-bound.bisection-steps=4")
+    assert run.exit_code == 0, run.stderr
+    assert run.report["models"][0]["accuracy"] == 1.0
