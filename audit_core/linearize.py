@@ -217,7 +217,7 @@ def _add_rows(state: _Chunk, index: int, grads: Tensor, offsets: Tensor, sign: T
     (before the sign flip); ``offsets`` (n, m): their values at x (after the flip)."""
     norms = grads.norm(dim=1)  # the sign flip does not change the norm
     distance = torch.where(norms > 0, offsets.abs() / norms.clamp_min(1e-300), float("inf"))
-    best, _ = distance.min(dim=1)
+    best = distance.amin(dim=1)
     closer = best < state.face
     state.face = torch.where(closer, best, state.face)
     state.face_node = torch.where(closer, index, state.face_node)

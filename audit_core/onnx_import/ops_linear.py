@@ -20,9 +20,11 @@ def gemm(node: OnnxNode, builder: GraphBuilder) -> list[Value]:
         raise Unsupported(f"Gemm input of per-sample shape {list(a.shape)}")
     b_matrix = b.T if node.attr("transB", 0) else b
     weight = node.attr("alpha", 1.0) * b_matrix.T
-    c = node.constant(2, np.zeros(weight.shape[0]))
-    bias = node.attr("beta", 1.0) * np.broadcast_to(c, (1, weight.shape[0]))[0]
-    layer = Dense(weight=frozen_array(weight), bias=frozen_array(bias))
+    c = node.constant(2)
+    bias = None
+    if c is not None:
+        bias = frozen_array(node.attr("beta", 1.0) * np.broadcast_to(c, (1, weight.shape[0]))[0])
+    layer = Dense(weight=frozen_array(weight), bias=bias)
     return [builder.add(layer, (a,), node.name, node.outputs[0])]
 
 
