@@ -206,7 +206,8 @@ def build_config(analysis: Analysis, values: dict[str, Any], where: str) -> Any:
     if unknown:
         known = ", ".join(sorted(fields)) or "none"
         raise ConfigError(
-            f"{where}: unknown option {unknown[0]!r} for analysis {analysis.name!r} (known: {known})"
+            f"{where}: unknown option {unknown[0]!r} for analysis {analysis.name!r} "
+            f"(known: {known})"
         )
     defaults = analysis.Config()
     coerced = {

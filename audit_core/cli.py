@@ -1,8 +1,8 @@
 """The ``audit`` command. The one place that turns errors into one line and an exit code.
 
-    audit MODEL.onnx [MODEL2.onnx ...] [options]
-    audit plugins [--json]
-    audit --version
+audit MODEL.onnx [MODEL2.onnx ...] [options]
+audit plugins [--json]
+audit --version
 """
 
 from __future__ import annotations
@@ -65,27 +65,62 @@ def _audit_parser() -> _Parser:
     )
     add = parser.add_argument
     add("models", nargs="+", metavar="MODEL.onnx", help="one or more ONNX models")
-    add("--data", metavar="FILE", help=".npz (x, y), .npy (with --labels) or .csv audit data; "
-        "a model-zoo model finds its own dataset")
+    add(
+        "--data",
+        metavar="FILE",
+        help=".npz (x, y), .npy (with --labels) or .csv audit data; "
+        "a model-zoo model finds its own dataset",
+    )
     add("--labels", metavar="FILE", help="labels for .npy data (.npy or one number per line)")
-    add("--eps", metavar="E[,E...]", help="perturbation budget(s) (default: l2 0.05*sqrt(d)*range, "
-        "linf 0.03*range)")
+    add(
+        "--eps",
+        metavar="E[,E...]",
+        help="perturbation budget(s) (default: l2 0.05*sqrt(d)*range, linf 0.03*range)",
+    )
     add("--norm", choices=["l2", "linf"], help="perturbation norm (default l2)")
     add("--only", metavar="NAMES", help="run only these analyses or tags (comma-separated)")
     add("--skip", metavar="NAMES", help="skip these analyses or tags (comma-separated)")
-    add("--samples", metavar="N", help="audit at most N samples (seeded random subset; default 100)")
+    add(
+        "--samples", metavar="N", help="audit at most N samples (seeded random subset; default 100)"
+    )
     add("--seed", metavar="S", help="random seed (default 0)")
     add("--out", metavar="DIR", help="report directory (default ./audit-report)")
-    add("--format", metavar="FMT[,FMT]", help=f"report formats: {', '.join(FORMATS)} (default json,html)")
-    add("--fail-on", choices=list(SEVERITY_LEVELS), help="exit 1 when a finding at or above this "
-        "severity fails (default critical)")
-    add("--config", metavar="FILE", help="config file (default ./audit.toml or [tool.robustness-audit] "
-        "in ./pyproject.toml)")
+    add(
+        "--format",
+        metavar="FMT[,FMT]",
+        help=f"report formats: {', '.join(FORMATS)} (default json,html)",
+    )
+    add(
+        "--fail-on",
+        choices=list(SEVERITY_LEVELS),
+        help="exit 1 when a finding at or above this severity fails (default critical)",
+    )
+    add(
+        "--config",
+        metavar="FILE",
+        help="config file (default ./audit.toml or [tool.robustness-audit] in ./pyproject.toml)",
+    )
     add("--export", metavar="DIR", help="write each analysis's per-sample arrays to DIR/<name>.npz")
-    add("--bounds", metavar="LO,HI", help="input bounds (default: from the data file, else its range)")
-    add("-o", "--option", dest="options", action="append", metavar="ANALYSIS.KEY=VALUE",
-        help="set one analysis parameter (repeatable)")
-    add("-p", dest="plugin_flags", action="append", metavar="no:NAME", help="do not load plugin NAME")
+    add(
+        "--bounds",
+        metavar="LO,HI",
+        help="input bounds (default: from the data file, else its range)",
+    )
+    add(
+        "-o",
+        "--option",
+        dest="options",
+        action="append",
+        metavar="ANALYSIS.KEY=VALUE",
+        help="set one analysis parameter (repeatable)",
+    )
+    add(
+        "-p",
+        dest="plugin_flags",
+        action="append",
+        metavar="no:NAME",
+        help="do not load plugin NAME",
+    )
     add("--strict", action="store_true", default=None, help="stop at the first crashing analysis")
     add("--quiet", action="store_true", default=None, help="print only errors")
     return parser
@@ -197,7 +232,9 @@ def _audit_command(argv: list[str]) -> ExitCode:
         if settings.export:
             written += write_exports(outcome.exports, settings.export)
     except OSError as error:
-        raise UsageError(f"cannot write to {error.filename or settings.out}: {error.strerror}") from error
+        raise UsageError(
+            f"cannot write to {error.filename or settings.out}: {error.strerror}"
+        ) from error
     host.hook.audit_run_finished(report=outcome.report, out_dir=Path(settings.out))
     if not settings.quiet:
         _print_summary(outcome, written)
@@ -223,7 +260,9 @@ def resolve_settings(args: argparse.Namespace, cwd: Path) -> Settings:
             raise ConfigError(f"{option} {folder}: exists and is not a directory")
     unknown_formats = [f for f in settings.format if f not in FORMATS]
     if unknown_formats:
-        raise ConfigError(f"--format: unknown format {unknown_formats[0]!r} (known: {', '.join(FORMATS)})")
+        raise ConfigError(
+            f"--format: unknown format {unknown_formats[0]!r} (known: {', '.join(FORMATS)})"
+        )
     return _with_analysis_options(settings, tables, args.options or [], config_path)
 
 
@@ -239,9 +278,7 @@ def _with_analysis_options(
         merged.setdefault(analysis, {})[option] = value
     from dataclasses import replace
 
-    return replace(
-        settings, analysis_options=merged, config_file=str(path) if path else None
-    )
+    return replace(settings, analysis_options=merged, config_file=str(path) if path else None)
 
 
 def _print_summary(outcome: RunOutcome, written: list[Path]) -> None:

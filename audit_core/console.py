@@ -6,8 +6,8 @@
 from __future__ import annotations
 
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.markup import escape
+from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from rich.text import Text
 
@@ -15,7 +15,13 @@ from audit_core.analysis import Analysis, SilentProgress
 from audit_core.findings import Status
 from audit_core.report_model import AnalysisRun, AuditReport
 
-_STATUS_STYLE = {"pass": "green", "warn": "yellow", "fail": "red", "error": "magenta", "skipped": "dim"}
+_STATUS_STYLE = {
+    "pass": "green",
+    "warn": "yellow",
+    "fail": "red",
+    "error": "magenta",
+    "skipped": "dim",
+}
 
 
 class _TaskProgress:
@@ -79,7 +85,9 @@ class ConsoleUI:
     def finish(self, run: AnalysisRun) -> None:
         key = (run.analysis, run.model)
         if key not in self._tasks:
-            self._tasks[key] = self.progress.add_task(escape(f"{run.analysis} · {run.model}"), note="")
+            self._tasks[key] = self.progress.add_task(
+                escape(f"{run.analysis} · {run.model}"), note=""
+            )
         note = {"ran": f"done in {run.seconds:.1f}s", "skipped": "skipped", "error": "crashed"}
         self.progress.update(self._tasks[key], total=1, completed=1, note=note[run.outcome])
 

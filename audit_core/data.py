@@ -113,7 +113,9 @@ def _read_npz(path: Path) -> RawData:
         class_names=tuple(str(n) for n in arrays.get("class_names", ())),
         lower=arrays.get("lower"),
         upper=arrays.get("upper"),
-        image_shape=tuple(int(v) for v in arrays["image_shape"]) if "image_shape" in arrays else None,
+        image_shape=tuple(int(v) for v in arrays["image_shape"])
+        if "image_shape" in arrays
+        else None,
     )
 
 
@@ -213,9 +215,7 @@ def _samples(raw: RawData, graph: LayerGraph) -> np.ndarray:
     return x
 
 
-def _labels(
-    raw: RawData, count: int, num_classes: int, predicted: np.ndarray | None
-) -> np.ndarray:
+def _labels(raw: RawData, count: int, num_classes: int, predicted: np.ndarray | None) -> np.ndarray:
     if raw.y is None:
         if predicted is None:
             raise DataError(f"{raw.source}: no labels (add 'y' to the file or pass --labels)")

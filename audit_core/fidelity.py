@@ -92,7 +92,9 @@ def _inputs(
     random = rng.uniform(bounds[0], bounds[1], size=(count, *graph.input_shape))
     if samples is None or len(samples) == 0:
         return random
-    return np.concatenate([np.asarray(samples, dtype=np.float64).reshape(-1, *graph.input_shape), random])
+    return np.concatenate(
+        [np.asarray(samples, dtype=np.float64).reshape(-1, *graph.input_shape), random]
+    )
 
 
 class _OrtRunner:
@@ -103,7 +105,9 @@ class _OrtRunner:
         proto = onnx.ModelProto.FromString(loaded.proto.SerializeToString())
         self.output_names = [proto.graph.output[0].name]
         logits = loaded.graph.nodes[-1].onnx_output
-        wanted = [n for n in dict.fromkeys((logits, *extra_outputs)) if n and n not in self.output_names]
+        wanted = [
+            n for n in dict.fromkeys((logits, *extra_outputs)) if n and n not in self.output_names
+        ]
         _add_outputs(proto, wanted)
         self.output_names += wanted
         try:
@@ -111,8 +115,12 @@ class _OrtRunner:
                 proto.SerializeToString(), providers=["CPUExecutionProvider"]
             )
         except Exception as error:  # onnxruntime raises its own exception types
-            first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-            raise ModelLoadError(f"{loaded.path}: onnxruntime cannot run the model: {first}") from error
+            first = (
+                str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            )
+            raise ModelLoadError(
+                f"{loaded.path}: onnxruntime cannot run the model: {first}"
+            ) from error
         self.input_type = _numpy_type(proto.graph.input[0])
 
     def run(self, x: np.ndarray) -> list[np.ndarray]:

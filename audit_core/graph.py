@@ -211,7 +211,11 @@ class LayerGraph:
         first = self.nodes[block[0]]
         in_shape = self.nodes[first.inputs[0]].shape
         if len(block) == 1 and isinstance(first.layer, Dense) and len(in_shape) == 1:
-            bias = first.layer.bias if first.layer.bias is not None else np.zeros(len(first.layer.weight))
+            bias = (
+                first.layer.bias
+                if first.layer.bias is not None
+                else np.zeros(len(first.layer.weight))
+            )
             return np.array(first.layer.weight), np.array(bias)
         with torch.no_grad():
             basis = torch.eye(width, dtype=torch.float64).reshape(width, *in_shape)

@@ -127,7 +127,9 @@ class Conv(Layer):
     def _conv(self, x: Tensor, bias: Tensor | None) -> Tensor:
         conv = (F.conv1d, F.conv2d, F.conv3d)[self.weight.ndim - 3]
         x = _pad_spatial(x, self.pads, 0.0)
-        return conv(x, self._tensor("weight", x), bias, self.strides, 0, self.dilations, self.groups)
+        return conv(
+            x, self._tensor("weight", x), bias, self.strides, 0, self.dilations, self.groups
+        )
 
     def parameter_count(self) -> int:
         return int(self.weight.size + (0 if self.bias is None else self.bias.size))
@@ -220,7 +222,9 @@ class AvgPool(Layer):
         if self.count_include_pad:
             return sums[keep]
         ones = torch.ones((1, 1, *t.shape[2:]), dtype=t.dtype, device=t.device)
-        counts = pool(_pad_spatial(ones, self.pads, 0.0), self.kernel, self.strides, 0, self.ceil_mode)
+        counts = pool(
+            _pad_spatial(ones, self.pads, 0.0), self.kernel, self.strides, 0, self.ceil_mode
+        )
         return (sums / counts)[keep]
 
     def describe(self) -> str:
@@ -304,7 +308,13 @@ class MaxPool(Layer):
         pool = (F.max_pool1d, F.max_pool2d, F.max_pool3d)[len(self.kernel) - 1]
         padded = _pad_spatial(x, self.pads, float("-inf"))
         values, indices = pool(
-            padded, self.kernel, self.strides, 0, self.dilations, self.ceil_mode, return_indices=True
+            padded,
+            self.kernel,
+            self.strides,
+            0,
+            self.dilations,
+            self.ceil_mode,
+            return_indices=True,
         )
         if self.ceil_mode:
             keep = _ceil_mode_keep(x, self.strides, self.pads)

@@ -13,8 +13,9 @@ gathers the winning tangent. No Toeplitz matrix is built by hand; everything is
 batched over samples and input coordinates, in float64.
 
 Region rows, one per constraint of the activation region:
-- ReLU / LeakyReLU neuron i with pre-activation z_i: ``s_i (grad z_i) y + s_i (z_i - grad z_i . x) >= 0``
-  with ``s_i = +1`` where z_i >= 0 (active) and ``-1`` otherwise;
+- ReLU / LeakyReLU neuron i with pre-activation z_i:
+  ``s_i (grad z_i) y + s_i (z_i - grad z_i . x) >= 0`` with ``s_i = +1`` where
+  z_i >= 0 (active) and ``-1`` otherwise;
 - MaxPool output o with winner w and every other window element e:
   ``z_w(y) - z_e(y) >= 0``.
 The distance from x to face i is ``|P_i x + q_i| / ||P_i||``; a zero row is a

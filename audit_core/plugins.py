@@ -54,7 +54,9 @@ class PluginHost:
         allowed = _allowed_from_env()
         blocked = set(blocked)
         for entry_point in _entry_points():
-            if entry_point.name in blocked or (allowed is not None and entry_point.name not in allowed):
+            if entry_point.name in blocked or (
+                allowed is not None and entry_point.name not in allowed
+            ):
                 continue
             self._load_entry_point(entry_point)
 
@@ -115,7 +117,8 @@ class PluginHost:
                 return
             if valid.name in self.analyses:
                 record.errors.append(
-                    f"rejected analysis {valid.name!r}: already registered by {self.owner[valid.name]}"
+                    f"rejected analysis {valid.name!r}: "
+                    f"already registered by {self.owner[valid.name]}"
                 )
                 return
             self.analyses[valid.name] = valid

@@ -85,8 +85,15 @@ def run_audit(
         targets = models[:1] if analysis.multi_model else models
         for model in targets:
             run, found, exported = _run_one(
-                analysis, model, models, data, plan.configs[analysis.name], settings,
-                attack_services[model.name], ui, host,
+                analysis,
+                model,
+                models,
+                data,
+                plan.configs[analysis.name],
+                settings,
+                attack_services[model.name],
+                ui,
+                host,
             )
             runs.append(run)
             findings.extend(found)
@@ -183,7 +190,9 @@ def _validated(
     first = loaded[0].graph
     predicted = None
     if raw.y is None:
-        predicted = first.predict(np.asarray(raw.x, dtype=np.float64).reshape(-1, *first.input_shape))
+        predicted = first.predict(
+            np.asarray(raw.x, dtype=np.float64).reshape(-1, *first.input_shape)
+        )
     data = validate(raw, first, bounds=settings.bounds, predicted_labels=predicted)
     for other in loaded[1:]:
         validate(raw, other.graph, bounds=settings.bounds, predicted_labels=predicted)
@@ -239,7 +248,8 @@ def _run_one(
     except Exception as error:  # a crashing analysis must not stop the audit
         if settings.strict:
             raise AnalysisCrashed(
-                f"analysis {analysis.name!r} crashed on {model.name}: {type(error).__name__}: {error}"
+                f"analysis {analysis.name!r} crashed on {model.name}: "
+                f"{type(error).__name__}: {error}"
             ) from error
         seconds = round(time.perf_counter() - clock, 3)
         finding = _error_finding(analysis, base["model"], error)

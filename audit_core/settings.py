@@ -46,7 +46,10 @@ class Settings:
     config_file: str | None = None
 
     def eps_for(self, data: Any, input_size: int) -> tuple[float, ...]:
-        """``--eps``, or the default: l2 ``0.05 sqrt(d) (upper - lower)``, linf ``0.03 (upper - lower)``."""
+        """``--eps``, or the default.
+
+        Default: l2 ``0.05 sqrt(d) (upper - lower)``, linf ``0.03 (upper - lower)``.
+        """
         if self.eps:
             return self.eps
         span = 1.0 if data is None else float(data.upper - data.lower)

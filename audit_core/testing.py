@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -46,8 +47,14 @@ def mlp_onnx(
         current = "probs"
     nodes.append(helper.make_node("Identity", [current], ["logits"], name="output"))
     return save_model(
-        path, nodes, initializers, [None, np.shape(weights[0])[1]], [None, np.shape(weights[-1])[0]],
-        opset=opset, metadata=metadata, doc_string=doc_string,
+        path,
+        nodes,
+        initializers,
+        [None, np.shape(weights[0])[1]],
+        [None, np.shape(weights[-1])[0]],
+        opset=opset,
+        metadata=metadata,
+        doc_string=doc_string,
     )
 
 
@@ -90,7 +97,7 @@ def random_mlp(
     rng = np.random.default_rng(seed)
     weights = [
         rng.normal(0, scale / np.sqrt(n_in), size=(n_out, n_in))
-        for n_in, n_out in zip(sizes[:-1], sizes[1:], strict=True)
+        for n_in, n_out in itertools.pairwise(sizes)
     ]
     biases = [rng.normal(0, 0.1 * scale, size=n) for n in sizes[1:]]
     return weights, biases

@@ -150,8 +150,9 @@ def _fit_digits(
     split = _digits()
     x = _images(split.x_train) if images else split.x_train
     model, losses = fit(factory, x, split.y_train, config)
-    info = _adam(config, f"digits train split ({len(x)})", loss="cross-entropy",
-                 final_train_loss=losses[-1])
+    info = _adam(
+        config, f"digits train split ({len(x)})", loss="cross-entropy", final_train_loss=losses[-1]
+    )
     return model, info
 
 
@@ -181,8 +182,10 @@ def _train_cnn() -> Trained:
 
 def _train_resnet() -> Trained:
     model, info = _fit_digits(DigitsResNet, TrainConfig(epochs=60, lr=3e-3), images=True)
-    arch = ("Conv 1->8 3x3, BN, Relu, [Conv 8->8, BN, Relu, Conv 8->8, BN] + skip (Add), "
-            "Relu, AveragePool 2x2/2, Flatten, Gemm 128->10")
+    arch = (
+        "Conv 1->8 3x3, BN, Relu, [Conv 8->8, BN, Relu, Conv 8->8, BN] + skip (Add), "
+        "Relu, AveragePool 2x2/2, Flatten, Gemm 128->10"
+    )
     info["batch_norm"] = "trained in train mode (momentum 0.1), exported with running stats"
     return Trained(resnet_graph(model), arch, info)
 
@@ -193,15 +196,23 @@ def _train_binary(adversarial: bool) -> Trained:
     attack = None
     extra: dict[str, Any] = {"loss": "cross-entropy"}
     if adversarial:
+
         def attack(m: Any, x: Any, y: Any) -> Any:
             return pgd_l2(m, x, y, BINARY_EPS_TRAIN, PGD_TRAIN_STEPS)
 
-        extra |= {"adversarial_training": "l2 PGD (Madry et al. 2018), all batches",
-                  "eps_train": BINARY_EPS_TRAIN, "pgd_steps": PGD_TRAIN_STEPS,
-                  "pgd_step_size": 2.5 * BINARY_EPS_TRAIN / PGD_TRAIN_STEPS}
+        extra |= {
+            "adversarial_training": "l2 PGD (Madry et al. 2018), all batches",
+            "eps_train": BINARY_EPS_TRAIN,
+            "pgd_steps": PGD_TRAIN_STEPS,
+            "pgd_step_size": 2.5 * BINARY_EPS_TRAIN / PGD_TRAIN_STEPS,
+        }
     model, losses = fit(lambda: mlp([64, 64, 32, 2]), split.x_train, split.y_train, config, attack)
-    info = _adam(config, f"digits 3 vs 7 train split ({len(split.y_train)})", **extra,
-                 final_train_loss=losses[-1])
+    info = _adam(
+        config,
+        f"digits 3 vs 7 train split ({len(split.y_train)})",
+        **extra,
+        final_train_loss=losses[-1],
+    )
     arch = "Gemm 64->64, Relu, Gemm 64->32, Relu, Gemm 32->2"
     return Trained(mlp_graph(mlp_layers(model)), arch, info)
 
@@ -213,9 +224,12 @@ def _train_sphere() -> Trained:
     last = result.history[-1]
     info = {
         "recipe": "Vardi et al. 2022 Sec. 6: full-batch GD on the exponential loss (sum), "
-                  "float64, lr 1e-5 x1.1 every 100 iterations, stop at loss < 1e-30",
-        **SPHERE, "init": "W ~ N(0, 1/d), b = 0, v ~ N(0, 1/width)",
-        "iterations": last["iteration"], "final_loss": last["loss"], "final_lr": last["lr"],
+        "float64, lr 1e-5 x1.1 every 100 iterations, stop at loss < 1e-30",
+        **SPHERE,
+        "init": "W ~ N(0, 1/d), b = 0, v ~ N(0, 1/width)",
+        "iterations": last["iteration"],
+        "final_loss": last["loss"],
+        "final_lr": last["lr"],
         "min_margin": float(margins.min()),
         "on_margin_1.1": int((margins <= 1.1 * margins.min()).sum()),
         "num_positive": int((y > 0).sum()),
@@ -227,12 +241,17 @@ def _train_sphere() -> Trained:
 def _train_nonneg() -> Trained:
     split = _pair(*NONNEG_PAIR)
     config = TrainConfig(epochs=100, batch_size=32, lr=3e-3)
-    model, losses = fit(lambda: NonnegTwoLayer(64, 32, NONNEG_THRESHOLD), split.x_train,
-                        split.y_train, config)
-    info = _adam(config, f"digits {NONNEG_PAIR[0]} vs {NONNEG_PAIR[1]} train split "
-                 f"({len(split.y_train)})", loss="logistic on f(x) - a",
-                 parametrisation="v = softplus(u) >= 0", threshold_a=NONNEG_THRESHOLD,
-                 final_train_loss=losses[-1])
+    model, losses = fit(
+        lambda: NonnegTwoLayer(64, 32, NONNEG_THRESHOLD), split.x_train, split.y_train, config
+    )
+    info = _adam(
+        config,
+        f"digits {NONNEG_PAIR[0]} vs {NONNEG_PAIR[1]} train split ({len(split.y_train)})",
+        loss="logistic on f(x) - a",
+        parametrisation="v = softplus(u) >= 0",
+        threshold_a=NONNEG_THRESHOLD,
+        final_train_loss=losses[-1],
+    )
     W, b = (t.detach().numpy() for t in (model.hidden.weight, model.hidden.bias))
     v = model.output_weights().detach().numpy()
     graph = depth2_graph(W, b, v, output_bias=-NONNEG_THRESHOLD)
@@ -241,31 +260,100 @@ def _train_nonneg() -> Trained:
 
 _TEST = "digits test split"
 SPECS: tuple[Spec, ...] = (
-    Spec("digits_linear", "digits_test", _TEST, (64,), 10, 17,
-         "Linear classifier (one Gemm) on 8x8 digits in [0,1]^64.", _train_linear),
-    Spec("digits_mlp2", "digits_test", _TEST, (64,), 10, 13,
-         "2-layer ReLU MLP 64-32-10 on 8x8 digits (opset 13).", _train_mlp2),
-    Spec("digits_mlp3", "digits_test", _TEST, (64,), 10, 17,
-         "3-layer ReLU MLP 64-48-32-10 on 8x8 digits; MatMul+Add and Gemm layers.",
-         _train_mlp3),
-    Spec("digits_cnn", "digits_test_images", _TEST, (1, 8, 8), 10, 13,
-         "Small CNN (Conv-Relu-MaxPool-Gemm) on 1x8x8 digits (opset 13).", _train_cnn),
-    Spec("digits_resnet", "digits_test_images", _TEST, (1, 8, 8), 10, 17,
-         "Small residual CNN with BatchNormalization and a skip Add on 1x8x8 digits.",
-         _train_resnet),
-    Spec("binary_fc3_benign", "digits_3v7_test", "digits 3 vs 7 test split", (64,), 2, 17,
-         "3-layer FCNN 64-64-32-2, digit 3 (0) vs 7 (1), standard training.",
-         lambda: _train_binary(False), robust_eps=BINARY_EPS_TRAIN),
-    Spec("binary_fc3_pgd", "digits_3v7_test", "digits 3 vs 7 test split", (64,), 2, 17,
-         "3-layer FCNN 64-64-32-2, digit 3 (0) vs 7 (1), l2 PGD adversarial training.",
-         lambda: _train_binary(True), robust_eps=BINARY_EPS_TRAIN),
-    Spec("sphere_depth2", "sphere_train", "training set (the KKT analysis uses it)", (100,), 1,
-         17, "Depth-2 ReLU net, one logit, no output bias, trained to loss < 1e-30 on 20 "
-         "random points of the sphere of radius 10 in R^100 (Vardi et al. 2022, Sec. 6).",
-         _train_sphere),
-    Spec("nonneg_2layer", "digits_4v9_test", "digits 4 vs 9 test split", (64,), 1, 17,
-         "2-layer ReLU net in class R' (Charles et al. 2019, Lemma 14): logit = "
-         "v^T relu(Wx+b) - a with v >= 0, a = 1; digit 4 (0) vs 9 (1).", _train_nonneg),
+    Spec(
+        "digits_linear",
+        "digits_test",
+        _TEST,
+        (64,),
+        10,
+        17,
+        "Linear classifier (one Gemm) on 8x8 digits in [0,1]^64.",
+        _train_linear,
+    ),
+    Spec(
+        "digits_mlp2",
+        "digits_test",
+        _TEST,
+        (64,),
+        10,
+        13,
+        "2-layer ReLU MLP 64-32-10 on 8x8 digits (opset 13).",
+        _train_mlp2,
+    ),
+    Spec(
+        "digits_mlp3",
+        "digits_test",
+        _TEST,
+        (64,),
+        10,
+        17,
+        "3-layer ReLU MLP 64-48-32-10 on 8x8 digits; MatMul+Add and Gemm layers.",
+        _train_mlp3,
+    ),
+    Spec(
+        "digits_cnn",
+        "digits_test_images",
+        _TEST,
+        (1, 8, 8),
+        10,
+        13,
+        "Small CNN (Conv-Relu-MaxPool-Gemm) on 1x8x8 digits (opset 13).",
+        _train_cnn,
+    ),
+    Spec(
+        "digits_resnet",
+        "digits_test_images",
+        _TEST,
+        (1, 8, 8),
+        10,
+        17,
+        "Small residual CNN with BatchNormalization and a skip Add on 1x8x8 digits.",
+        _train_resnet,
+    ),
+    Spec(
+        "binary_fc3_benign",
+        "digits_3v7_test",
+        "digits 3 vs 7 test split",
+        (64,),
+        2,
+        17,
+        "3-layer FCNN 64-64-32-2, digit 3 (0) vs 7 (1), standard training.",
+        lambda: _train_binary(False),
+        robust_eps=BINARY_EPS_TRAIN,
+    ),
+    Spec(
+        "binary_fc3_pgd",
+        "digits_3v7_test",
+        "digits 3 vs 7 test split",
+        (64,),
+        2,
+        17,
+        "3-layer FCNN 64-64-32-2, digit 3 (0) vs 7 (1), l2 PGD adversarial training.",
+        lambda: _train_binary(True),
+        robust_eps=BINARY_EPS_TRAIN,
+    ),
+    Spec(
+        "sphere_depth2",
+        "sphere_train",
+        "training set (the KKT analysis uses it)",
+        (100,),
+        1,
+        17,
+        "Depth-2 ReLU net, one logit, no output bias, trained to loss < 1e-30 on 20 "
+        "random points of the sphere of radius 10 in R^100 (Vardi et al. 2022, Sec. 6).",
+        _train_sphere,
+    ),
+    Spec(
+        "nonneg_2layer",
+        "digits_4v9_test",
+        "digits 4 vs 9 test split",
+        (64,),
+        1,
+        17,
+        "2-layer ReLU net in class R' (Charles et al. 2019, Lemma 14): logit = "
+        "v^T relu(Wx+b) - a with v >= 0, a = 1; digit 4 (0) vs 9 (1).",
+        _train_nonneg,
+    ),
 )
 
 
@@ -299,21 +387,31 @@ def build_models(
 def _build_one(s: Spec, root: Path, log: Callable[[str], None]) -> dict[str, Any]:
     start = time.perf_counter()
     trained = s.train()
-    info = ModelInfo(s.name, s.doc, f"../data/{s.dataset}.npz", s.input_shape, s.num_outputs,
-                     s.opset)
+    info = ModelInfo(
+        s.name, s.doc, f"../data/{s.dataset}.npz", s.input_shape, s.num_outputs, s.opset
+    )
     path = root / "models" / f"{s.name}.onnx"
     save_model(make_model(trained.graph, info), path)
     data_path = root / "data" / f"{s.dataset}.npz"
     e = {
-        "name": s.name, "file": f"models/{s.name}.onnx", "dataset": f"data/{s.dataset}.npz",
-        "data_split": s.data_split, "input_shape": ["batch", *s.input_shape],
-        "num_outputs": s.num_outputs, "num_classes": max(2, s.num_outputs),
-        "architecture": trained.architecture, "training": trained.training,
-        "accuracy": onnx_accuracy(path, data_path), **_robust_entry(s, path, data_path),
-        "opset": s.opset, "doc": s.doc,
+        "name": s.name,
+        "file": f"models/{s.name}.onnx",
+        "dataset": f"data/{s.dataset}.npz",
+        "data_split": s.data_split,
+        "input_shape": ["batch", *s.input_shape],
+        "num_outputs": s.num_outputs,
+        "num_classes": max(2, s.num_outputs),
+        "architecture": trained.architecture,
+        "training": trained.training,
+        "accuracy": onnx_accuracy(path, data_path),
+        **_robust_entry(s, path, data_path),
+        "opset": s.opset,
+        "doc": s.doc,
     }
-    log(f"{s.name}: accuracy {e['accuracy']:.4f}, robust {e['robust_accuracy']}, "
-        f"{time.perf_counter() - start:.1f} s")
+    log(
+        f"{s.name}: accuracy {e['accuracy']:.4f}, robust {e['robust_accuracy']}, "
+        f"{time.perf_counter() - start:.1f} s"
+    )
     return e
 
 
@@ -322,12 +420,19 @@ def _robust_entry(s: Spec, path: Path, data_path: Path) -> dict[str, Any]:
         return {"robust_accuracy": None, "robust_eval": None}
     data = load_npz(data_path)
     bounds = (float(data["lower"]), float(data["upper"]))
-    value = robust_accuracy(mlp_from_onnx(path), data["x"], data["y"], s.robust_eps,
-                            PGD_EVAL_STEPS, bounds)
-    how = {"attack": "pgd_l2", "eps": s.robust_eps, "steps": PGD_EVAL_STEPS,
-           "step_size": 2.5 * s.robust_eps / PGD_EVAL_STEPS, "start": "zero",
-           "bounds": list(bounds), "counts_as_broken": "any iterate misclassified",
-           "implementation": "audit_model_zoo.training.robust_accuracy"}
+    value = robust_accuracy(
+        mlp_from_onnx(path), data["x"], data["y"], s.robust_eps, PGD_EVAL_STEPS, bounds
+    )
+    how = {
+        "attack": "pgd_l2",
+        "eps": s.robust_eps,
+        "steps": PGD_EVAL_STEPS,
+        "step_size": 2.5 * s.robust_eps / PGD_EVAL_STEPS,
+        "start": "zero",
+        "bounds": list(bounds),
+        "counts_as_broken": "any iterate misclassified",
+        "implementation": "audit_model_zoo.training.robust_accuracy",
+    }
     return {"robust_accuracy": value, "robust_eval": how}
 
 
@@ -341,17 +446,29 @@ def _write_manifest(path: Path, entries: list[dict[str, Any]]) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Command line entry point."""
-    parser = argparse.ArgumentParser(prog="python -m audit_model_zoo.build",
-                                     description=__doc__.splitlines()[0])
-    parser.add_argument("--only", nargs="+", metavar="NAME", choices=[s.name for s in SPECS],
-                        help="build only these models (default: all)")
-    parser.add_argument("--out", type=Path, default=ZOO_DIR,
-                        help="zoo root to write models/, data/ and zoo.json into")
+    parser = argparse.ArgumentParser(
+        prog="python -m audit_model_zoo.build", description=__doc__.splitlines()[0]
+    )
+    parser.add_argument(
+        "--only",
+        nargs="+",
+        metavar="NAME",
+        choices=[s.name for s in SPECS],
+        help="build only these models (default: all)",
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=ZOO_DIR,
+        help="zoo root to write models/, data/ and zoo.json into",
+    )
     args = parser.parse_args(argv)
     start = time.perf_counter()
     build_models(args.only, args.out)
-    print(f"built in {time.perf_counter() - start:.1f} s "
-          f"(digits split: seed {DIGITS_SPLIT_SEED}, test fraction {DIGITS_TEST_FRACTION})")
+    print(
+        f"built in {time.perf_counter() - start:.1f} s "
+        f"(digits split: seed {DIGITS_SPLIT_SEED}, test fraction {DIGITS_TEST_FRACTION})"
+    )
     return 0
 
 

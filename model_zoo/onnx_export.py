@@ -63,15 +63,25 @@ class GraphBuilder:
         if conv.bias is not None:
             inputs.append(self.const(f"{name}.bias", _np(conv.bias)))
         ph, pw = (int(p) for p in conv.padding)
-        return self.op("Conv", inputs, name, kernel_shape=list(conv.kernel_size),
-                       strides=list(conv.stride), pads=[ph, pw, ph, pw])
+        return self.op(
+            "Conv",
+            inputs,
+            name,
+            kernel_shape=list(conv.kernel_size),
+            strides=list(conv.stride),
+            pads=[ph, pw, ph, pw],
+        )
 
     def batch_norm(self, x: str, bn: nn.BatchNorm2d, name: str) -> str:
         """Inference-mode BatchNormalization with the module's running statistics."""
         if bn.running_mean is None or bn.running_var is None:
             raise ValueError(f"{name}: BatchNorm without running statistics")
-        stats = [("scale", bn.weight), ("bias", bn.bias),
-                 ("mean", bn.running_mean), ("var", bn.running_var)]
+        stats = [
+            ("scale", bn.weight),
+            ("bias", bn.bias),
+            ("mean", bn.running_mean),
+            ("var", bn.running_var),
+        ]
         inputs = [x] + [self.const(f"{name}.{key}", _np(t)) for key, t in stats]
         return self.op("BatchNormalization", inputs, name, epsilon=float(bn.eps))
 
@@ -106,15 +116,24 @@ def make_model(builder: GraphBuilder, info: ModelInfo) -> onnx.ModelProto:
     graph = helper.make_graph(
         builder.nodes,
         info.zoo_name,
-        [helper.make_tensor_value_info(INPUT_NAME, TensorProto.FLOAT,
-                                       ["batch", *info.input_shape])],
-        [helper.make_tensor_value_info(OUTPUT_NAME, TensorProto.FLOAT,
-                                       ["batch", info.num_outputs])],
+        [
+            helper.make_tensor_value_info(
+                INPUT_NAME, TensorProto.FLOAT, ["batch", *info.input_shape]
+            )
+        ],
+        [
+            helper.make_tensor_value_info(
+                OUTPUT_NAME, TensorProto.FLOAT, ["batch", info.num_outputs]
+            )
+        ],
         initializer=builder.initializers,
     )
     opsets = [helper.make_opsetid("", info.opset)]
     model = helper.make_model(
-        graph, opset_imports=opsets, producer_name=PRODUCER, doc_string=info.doc,
+        graph,
+        opset_imports=opsets,
+        producer_name=PRODUCER,
+        doc_string=info.doc,
         ir_version=helper.find_min_ir_version_for(opsets),
     )
     helper.set_model_props(model, {META_DATASET: info.dataset, META_ZOO_NAME: info.zoo_name})
@@ -165,8 +184,9 @@ def resnet_graph(model: DigitsResNet) -> GraphBuilder:
     """Stem Conv-BN-Relu, residual block Conv-BN-Relu-Conv-BN + Add(skip), Relu,
     AveragePool 2x2/2, Flatten, Gemm."""
     builder = GraphBuilder()
-    stem = builder.batch_norm(builder.conv(INPUT_NAME, model.stem, "stem.conv"), model.stem_bn,
-                              "stem.bn")
+    stem = builder.batch_norm(
+        builder.conv(INPUT_NAME, model.stem, "stem.conv"), model.stem_bn, "stem.bn"
+    )
     stem = builder.relu(stem, "stem.relu")
     r = builder.batch_norm(builder.conv(stem, model.conv1, "block.conv1"), model.bn1, "block.bn1")
     r = builder.relu(r, "block.relu1")

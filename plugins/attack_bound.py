@@ -121,7 +121,9 @@ def _robust_accuracy_finding(
     unit = ctx.norm
     metrics = [Metric("clean_accuracy", float(np.mean(correct)), "fraction")]
     metrics += [
-        Metric(f"robust_accuracy@{e:g}", a, "fraction", f"no adversarial example within {unit} {e:g}")
+        Metric(
+            f"robust_accuracy@{e:g}", a, "fraction", f"no adversarial example within {unit} {e:g}"
+        )
         for e, a in zip(eps_values, accuracies, strict=True)
     ]
     metrics.append(Metric("robust_accuracy", primary, "fraction", f"at eps {eps_values[0]:g}"))
@@ -169,7 +171,9 @@ def _accuracy_curve(distance: np.ndarray, correct: np.ndarray, norm: str) -> Plo
     )
 
 
-def _distance_finding(ctx: AuditContext, result: MinimalAdversarial, correct: np.ndarray) -> Finding:
+def _distance_finding(
+    ctx: AuditContext, result: MinimalAdversarial, correct: np.ndarray
+) -> Finding:
     config: AttackBoundConfig = ctx.config
     distance = result.distance
     attacked = correct & result.found
@@ -200,7 +204,11 @@ def _distance_finding(ctx: AuditContext, result: MinimalAdversarial, correct: np
         method=Method.EMPIRICAL,
         summary=summary,
         metrics=[
-            Metric("median_attack_distance", float(np.median(values)) if values.size else None, ctx.norm),
+            Metric(
+                "median_attack_distance",
+                float(np.median(values)) if values.size else None,
+                ctx.norm,
+            ),
             Metric("min_attack_distance", float(values.min()) if values.size else None, ctx.norm),
             Metric("samples_attacked", int(attacked.sum()), "samples"),
             Metric("samples_without_adversarial", not_found, "samples"),

@@ -218,7 +218,7 @@ def render_html(report: AuditReport) -> str:
 
 def _document(title: str, body: str) -> str:
     return (
-        "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
+        '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
         f'<meta http-equiv="Content-Security-Policy" content="{esc(CSP)}">\n'
         '<meta name="referrer" content="no-referrer">\n'
         '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
@@ -234,8 +234,10 @@ def _page_title(report: AuditReport) -> str:
 
 
 def _page_header(report: AuditReport) -> str:
-    line = (f"robustness-audit {esc(report.tool_version)} · started {esc(report.started_at)}"
-            f" · {fmt(report.seconds)} s · seed {fmt(report.seed)}")
+    line = (
+        f"robustness-audit {esc(report.tool_version)} · started {esc(report.started_at)}"
+        f" · {fmt(report.seconds)} s · seed {fmt(report.seed)}"
+    )
     return _tag("header", _tag("h1", "Robustness audit") + _tag("p", line, "muted"), "page")
 
 
@@ -251,8 +253,9 @@ def _verdict_html(report: AuditReport) -> str:
         parts.append(_list(_finding_link(i, report.findings[i]) for i in failures))
     parts.append(_list(_caveats(report), "caveats"))
     parts.append(_counts_html(report))
-    return _tag("section", "".join(parts), "verdict passed" if passed else "verdict failed",
-                id="verdict")
+    return _tag(
+        "section", "".join(parts), "verdict passed" if passed else "verdict failed", id="verdict"
+    )
 
 
 def _gate_failure_indices(report: AuditReport) -> list[int]:
@@ -265,10 +268,13 @@ def _gate_sentence(report: AuditReport, failures: int) -> str:
     if report.fail_on == "never":
         return f"The gate is disabled ({gate}): the run passes whatever the findings say."
     if not failures:
-        return (f"Gate {gate}: no finding of severity {esc(report.fail_on)} or above "
-                "failed or errored.")
-    return (f"Gate {gate}: {failures} finding(s) of severity {esc(report.fail_on)} or above "
-            "failed or errored:")
+        return (
+            f"Gate {gate}: no finding of severity {esc(report.fail_on)} or above failed or errored."
+        )
+    return (
+        f"Gate {gate}: {failures} finding(s) of severity {esc(report.fail_on)} or above "
+        "failed or errored:"
+    )
 
 
 def _finding_link(index: int, finding: Finding) -> str:
@@ -298,8 +304,10 @@ def _counts_html(report: AuditReport) -> str:
     counts = report.counts()
     by_severity = [[_badge(Severity(k)), _num(v)] for k, v in counts["severity"].items()]
     by_status = [[_badge(Status(k)), _num(v)] for k, v in counts["status"].items()]
-    tables = [_table(("severity", "findings"), by_severity),
-              _table(("status", "findings"), by_status)]
+    tables = [
+        _table(("severity", "findings"), by_severity),
+        _table(("status", "findings"), by_status),
+    ]
     return _tag("div", "".join(tables), "counts")
 
 
@@ -324,27 +332,45 @@ def _overview_html(report: AuditReport) -> str:
 def _models_html(models: Sequence[ModelInfo]) -> str:
     if not models:
         return _tag("p", "No model.", "muted")
-    headers = ("model", "sha256", "input shape", "classes", "parameters", "piecewise linear",
-               "accuracy", "fidelity", "opset / producer")
+    headers = (
+        "model",
+        "sha256",
+        "input shape",
+        "classes",
+        "parameters",
+        "piecewise linear",
+        "accuracy",
+        "fidelity",
+        "opset / producer",
+    )
     table = _table(headers, (_model_row(m) for m in models))
     return table + "".join(_model_details(m) for m in models)
 
 
 def _model_row(model: ModelInfo) -> list[str]:
     digest = _tag("code", esc(model.sha256[:_HASH_CHARS]), title=model.sha256)
-    name = f"<strong>{esc(model.name)}</strong><br><code class=\"muted\">{esc(model.path)}</code>"
+    name = f'<strong>{esc(model.name)}</strong><br><code class="muted">{esc(model.path)}</code>'
     fidelity = "<br>".join(f"{esc(k)}: {fmt(v)}" for k, v in model.fidelity.items()) or "n/a"
-    return [name, digest, esc(_shape(model.input_shape)), _num(model.num_classes),
-            _tag("td", f"{model.parameter_count:,}", "num"), fmt(model.piecewise_linear),
-            _num(model.accuracy), fidelity, f"{fmt(model.opset)} / {esc(model.producer)}"]
+    return [
+        name,
+        digest,
+        esc(_shape(model.input_shape)),
+        _num(model.num_classes),
+        _tag("td", f"{model.parameter_count:,}", "num"),
+        fmt(model.piecewise_linear),
+        _num(model.accuracy),
+        fidelity,
+        f"{fmt(model.opset)} / {esc(model.producer)}",
+    ]
 
 
 def _model_details(model: ModelInfo) -> str:
     layers = _tag("ol", "".join(_tag("li", esc(layer)) for layer in model.layers))
     metadata = _keyvalues((k, esc(v)) for k, v in model.metadata.items()) if model.metadata else ""
     body = f"{metadata}{layers}"
-    return _details(f"{model.name}: {len(model.layers)} layers, {len(model.metadata)} metadata "
-                    "entries", body)
+    return _details(
+        f"{model.name}: {len(model.layers)} layers, {len(model.metadata)} metadata entries", body
+    )
 
 
 def _shape(shape: Sequence[int]) -> str:
@@ -355,14 +381,18 @@ def _data_html(data: DataInfo | None) -> str:
     if data is None:
         return _tag("p", "No audit data.", "muted")
     classes = ", ".join(esc(c) for c in data.class_names) or "n/a"
-    return _keyvalues((
-        ("source", esc(data.source)),
-        ("samples", fmt(data.count)),
-        ("sample shape", esc(_shape(data.sample_shape))),
-        ("input bounds", f"[{fmt(data.lower)}, {fmt(data.upper)}]"
-                         f" (from {esc(data.bounds_source)})"),
-        ("class names", classes),
-    ))
+    return _keyvalues(
+        (
+            ("source", esc(data.source)),
+            ("samples", fmt(data.count)),
+            ("sample shape", esc(_shape(data.sample_shape))),
+            (
+                "input bounds",
+                f"[{fmt(data.lower)}, {fmt(data.upper)}] (from {esc(data.bounds_source)})",
+            ),
+            ("class names", classes),
+        )
+    )
 
 
 def _plugins_html(plugins: Sequence[PluginInfo]) -> str:
@@ -374,26 +404,36 @@ def _plugins_html(plugins: Sequence[PluginInfo]) -> str:
 
 def _plugin_row(plugin: PluginInfo) -> list[str]:
     error = _tag("span", esc(plugin.error), "error-text") if plugin.error else ""
-    return [_tag("strong", esc(plugin.name)), esc(plugin.version), fmt(plugin.builtin),
-            esc(", ".join(plugin.analyses)), esc(", ".join(plugin.hooks)), error]
+    return [
+        _tag("strong", esc(plugin.name)),
+        esc(plugin.version),
+        fmt(plugin.builtin),
+        esc(", ".join(plugin.analyses)),
+        esc(", ".join(plugin.hooks)),
+        error,
+    ]
 
 
 def _run_html(report: AuditReport) -> str:
-    table = _keyvalues((
-        ("tool version", esc(report.tool_version)),
-        ("started", esc(report.started_at)),
-        ("finished", esc(report.finished_at)),
-        ("duration", f"{fmt(report.seconds)} s"),
-        ("seed", fmt(report.seed)),
-        ("command", _tag("code", esc(shlex.join(report.command)))),
-        ("schema version", esc(report.schema_version)),
-    ))
+    table = _keyvalues(
+        (
+            ("tool version", esc(report.tool_version)),
+            ("started", esc(report.started_at)),
+            ("finished", esc(report.finished_at)),
+            ("duration", f"{fmt(report.seconds)} s"),
+            ("seed", fmt(report.seed)),
+            ("command", _tag("code", esc(shlex.join(report.command)))),
+            ("schema version", esc(report.schema_version)),
+        )
+    )
     return table + _details("settings", _json_pre(report.settings))
 
 
 def _contents_html(report: AuditReport) -> str:
-    items = [_tag("a", esc(name), href=f"#analysis-{i}") + " " + _status_badges(group)
-             for i, (name, group) in enumerate(_group(report).items())]
+    items = [
+        _tag("a", esc(name), href=f"#analysis-{i}") + " " + _status_badges(group)
+        for i, (name, group) in enumerate(_group(report).items())
+    ]
     return _tag("nav", _tag("h2", "Analyses") + (_list(items) or _tag("p", "None.", "muted")))
 
 
@@ -401,7 +441,7 @@ def _status_badges(group: Mapping[str, _ModelGroup]) -> str:
     statuses = [f.status for g in group.values() for _, f in g.findings]
     counts = {s: statuses.count(s) for s in Status if s in statuses}
     skipped = sum(1 for g in group.values() for r in g.runs if r.outcome == "skipped")
-    badges = "".join(f"{_badge(s)}<span class=\"muted\">×{n}</span> " for s, n in counts.items())
+    badges = "".join(f'{_badge(s)}<span class="muted">×{n}</span> ' for s, n in counts.items())
     return badges + (_tag("span", f"{skipped} run(s) skipped", "muted") if skipped else "")
 
 
@@ -429,8 +469,10 @@ def _group(report: AuditReport) -> dict[str, dict[str, _ModelGroup]]:
 
 def _analyses_html(report: AuditReport) -> str:
     context = _Context(report.data.class_names if report.data else ())
-    sections = [_analysis_html(i, name, group, context)
-                for i, (name, group) in enumerate(_group(report).items())]
+    sections = [
+        _analysis_html(i, name, group, context)
+        for i, (name, group) in enumerate(_group(report).items())
+    ]
     return "".join(sections)
 
 
@@ -487,8 +529,9 @@ def _finding_html(index: int, finding: Finding, ctx: _Context) -> str:
         _references_html(finding.references),
         _traceback_html(finding.traceback),
     ]
-    return _tag("article", "".join(parts), f"finding st-{finding.status.value}",
-                id=f"finding-{index}")
+    return _tag(
+        "article", "".join(parts), f"finding st-{finding.status.value}", id=f"finding-{index}"
+    )
 
 
 def _finding_header(finding: Finding) -> str:
@@ -502,8 +545,10 @@ def _metrics_html(metrics: Sequence[Metric]) -> str:
         return ""
     described = any(m.description for m in metrics)
     headers = ("metric", "value", "unit") + (("description",) if described else ())
-    rows = ([esc(m.name), _num(m.value), esc(m.unit)] + ([esc(m.description)] if described else [])
-            for m in metrics)
+    rows = (
+        [esc(m.name), _num(m.value), esc(m.unit)] + ([esc(m.description)] if described else [])
+        for m in metrics
+    )
     return _table(headers, rows, "metrics")
 
 
@@ -540,15 +585,19 @@ _CONCLUSIVE = (Status.PASS, Status.WARN, Status.FAIL)
 def _holds(assumption: Assumption) -> str:
     if assumption.holds is None:
         return _tag("span", "not checked", "holds-unknown")
-    return _tag("span", "holds", "holds-yes") if assumption.holds else _tag(
-        "span", "fails", "holds-no")
+    return (
+        _tag("span", "holds", "holds-yes")
+        if assumption.holds
+        else _tag("span", "fails", "holds-no")
+    )
 
 
 def _remediation_html(remediation: str) -> str:
     if not remediation:
         return ""
-    return _tag("div", _tag("h5", "Remediation") + _tag("p", esc(remediation), "text"),
-                "remediation")
+    return _tag(
+        "div", _tag("h5", "Remediation") + _tag("p", esc(remediation), "text"), "remediation"
+    )
 
 
 def _references_html(references: Sequence[Reference]) -> str:
@@ -590,8 +639,18 @@ def _summaries_html(summaries: Sequence[SampleSummary]) -> str:
     if not summaries:
         return ""
     headers = ("per-sample", "count", "min", "median", "mean", "max", "unit")
-    rows = ([esc(s.name), _num(s.count), _num(s.minimum), _num(s.median), _num(s.mean),
-             _num(s.maximum), esc(s.unit)] for s in summaries)
+    rows = (
+        [
+            esc(s.name),
+            _num(s.count),
+            _num(s.minimum),
+            _num(s.median),
+            _num(s.mean),
+            _num(s.maximum),
+            esc(s.unit),
+        ]
+        for s in summaries
+    )
     return _table(headers, rows, "summaries")
 
 
@@ -601,8 +660,12 @@ def _examples_html(examples: Sequence[Example], ctx: _Context) -> str:
     keys = list(dict.fromkeys(k for e in examples for k in e.values))
     with_images = any(e.images for e in examples)
     headers = ["sample", "label", *keys] + (["images"] if with_images else [])
-    rows = ([fmt(e.index), _label(e.label, ctx)] + [_num(e.values.get(k)) for k in keys]
-            + ([_images_html(e)] if with_images else []) for e in examples)
+    rows = (
+        [fmt(e.index), _label(e.label, ctx)]
+        + [_num(e.values.get(k)) for k in keys]
+        + ([_images_html(e)] if with_images else [])
+        for e in examples
+    )
     return _titled("Examples", _table(headers, rows, "examples"))
 
 
@@ -615,8 +678,10 @@ def _label(label: int | None, ctx: _Context) -> str:
 def _images_html(example: Example) -> str:
     if not example.images:
         return _tag("td", "")
-    figures = [_tag("figure", _image(rows, caption) + _tag("figcaption", esc(caption)))
-               for caption, rows in example.images.items()]
+    figures = [
+        _tag("figure", _image(rows, caption) + _tag("figcaption", esc(caption)))
+        for caption, rows in example.images.items()
+    ]
     return _tag("div", "".join(figures), "images")
 
 

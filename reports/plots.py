@@ -218,8 +218,15 @@ def _annotate(axes: Axes, matrix: np.ndarray, mesh: QuadMesh) -> None:
             continue
         red, green, blue, _ = mesh.cmap(mesh.norm(value))
         dark = 0.299 * red + 0.587 * green + 0.114 * blue < 0.5
-        axes.text(col + 0.5, row + 0.5, f"{value:.3g}", ha="center", va="center",
-                  fontsize=7, color="white" if dark else "black")
+        axes.text(
+            col + 0.5,
+            row + 0.5,
+            f"{value:.3g}",
+            ha="center",
+            va="center",
+            fontsize=7,
+            color="white" if dark else "black",
+        )
 
 
 _DRAW = {"xy": _draw_xy, "histogram": _draw_histogram, "heatmap": _draw_heatmap}
@@ -239,8 +246,10 @@ def image_svg(rows: Sequence[Sequence[float | None]], alt: str = "", scale: int 
     height, width = pixels.shape
     scale = scale or max(1, 84 // max(width, height))
     uri = "data:image/png;base64," + base64.b64encode(_png(_gray(pixels))).decode("ascii")
-    return (f'<img class="sample" src="{uri}" width="{width * scale}" '
-            f'height="{height * scale}" alt="{html.escape(alt, quote=True)}">')
+    return (
+        f'<img class="sample" src="{uri}" width="{width * scale}" '
+        f'height="{height * scale}" alt="{html.escape(alt, quote=True)}">'
+    )
 
 
 def _gray(pixels: np.ndarray) -> np.ndarray:
@@ -264,8 +273,12 @@ def _png(pixels: np.ndarray) -> bytes:
     height, width, _ = pixels.shape
     header = struct.pack(">IIBBBBB", width, height, 8, 4, 0, 0, 0)
     raw = b"".join(b"\x00" + row.tobytes() for row in pixels)
-    return (b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", header)
-            + _chunk(b"IDAT", zlib.compress(raw, 9)) + _chunk(b"IEND", b""))
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + _chunk(b"IHDR", header)
+        + _chunk(b"IDAT", zlib.compress(raw, 9))
+        + _chunk(b"IEND", b"")
+    )
 
 
 def _chunk(kind: bytes, data: bytes) -> bytes:

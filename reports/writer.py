@@ -42,8 +42,9 @@ FORMATS: tuple[str, ...] = tuple(RENDERERS)
 _FILE_MODE = 0o644
 
 
-def write_reports(report: AuditReport, out_dir: str | os.PathLike[str],
-                  formats: Sequence[str]) -> list[Path]:
+def write_reports(
+    report: AuditReport, out_dir: str | os.PathLike[str], formats: Sequence[str]
+) -> list[Path]:
     """Render ``report`` in each of ``formats`` and write the files into ``out_dir``
     (created if needed). Returns the written paths, in the order of ``formats``.
 

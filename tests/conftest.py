@@ -13,7 +13,6 @@ from audit_core import cli
 from audit_core.testing import mlp_onnx, random_mlp, save_dataset
 
 
-
 @dataclass
 class AuditRun:
     """Exit code and output of one in-process ``audit`` call."""

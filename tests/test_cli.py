@@ -13,7 +13,6 @@ from onnx import TensorProto, helper
 
 from audit_core import __version__
 from audit_core.testing import mlp_onnx, random_mlp, save_dataset, save_model
-
 from helpers import corpus
 
 PREVIOUS = "previous report, must survive a failed run"
@@ -59,8 +58,14 @@ def test_help_documents_exit_codes(capsys) -> None:
         cli.main(["--help"])
     assert exit_info.value.code == 0
     text = capsys.readouterr().out
-    for code in ("0  every analysis ran", "1  a finding", "2  interrupted", "3  internal error",
-                 "4  usage error", "5  nothing could be analysed"):
+    for code in (
+        "0  every analysis ran",
+        "1  a finding",
+        "2  interrupted",
+        "3  internal error",
+        "4  usage error",
+        "5  nothing could be analysed",
+    ):
         assert code in text
 
 
@@ -76,7 +81,9 @@ def test_audit_writes_valid_reports(run_audit, tiny_model, tiny_data) -> None:
     assert report["models"][0]["torch_source"] == "onnx2torch"
     ran = {a["analysis"]: a["outcome"] for a in report["analyses"]}
     assert ran["attack-bound"] == "ran"
-    finding = next(f for f in report["findings"] if f["id"].startswith("attack-bound/robust-accuracy"))
+    finding = next(
+        f for f in report["findings"] if f["id"].startswith("attack-bound/robust-accuracy")
+    )
     names = {m["name"]: m["value"] for m in finding["metrics"]}
     assert 0.0 <= names["robust_accuracy@0.2"] <= names["robust_accuracy@0.05"] <= 1.0
     assert isinstance(names["robust_accuracy"], float)
@@ -93,18 +100,31 @@ def test_quiet_prints_nothing_on_success(run_audit, tiny_model, tiny_data) -> No
 
 def test_fail_on_gates_the_exit_code(run_audit, tiny_model, tiny_data) -> None:
     # a huge eps makes every sample non-robust: the robust-accuracy check fails (severity high)
-    run = run_audit(tiny_model, "--data", tiny_data, "--eps", "5", "--samples", "6",
-                    "--fail-on", "high")
+    run = run_audit(
+        tiny_model, "--data", tiny_data, "--eps", "5", "--samples", "6", "--fail-on", "high"
+    )
     assert run.exit_code == 1
     assert run.report["verdict"]["passed"] is False
-    relaxed = run_audit(tiny_model, "--data", tiny_data, "--eps", "5", "--samples", "6",
-                        "--fail-on", "critical", out="out2")
+    relaxed = run_audit(
+        tiny_model,
+        "--data",
+        tiny_data,
+        "--eps",
+        "5",
+        "--samples",
+        "6",
+        "--fail-on",
+        "critical",
+        out="out2",
+    )
     assert relaxed.exit_code == 0
 
 
-def test_config_file_and_command_line_precedence(run_audit, tiny_model, tiny_data, tmp_path) -> None:
+def test_config_file_and_command_line_precedence(
+    run_audit, tiny_model, tiny_data, tmp_path
+) -> None:
     (tmp_path / "audit.toml").write_text(
-        'eps = [0.3]\nsamples = 5\nseed = 3\n[attack-bound]\nrestarts = 1\nworst-examples = 2\n'
+        "eps = [0.3]\nsamples = 5\nseed = 3\n[attack-bound]\nrestarts = 1\nworst-examples = 2\n"
     )
     run = run_audit(tiny_model, "--data", tiny_data, "--samples", "7")
     assert run.exit_code == 0, run.stderr
@@ -117,7 +137,7 @@ def test_config_file_and_command_line_precedence(run_audit, tiny_model, tiny_dat
 
 def test_pyproject_table_and_dash_o_override(run_audit, tiny_model, tiny_data, tmp_path) -> None:
     (tmp_path / "pyproject.toml").write_text(
-        '[tool.robustness-audit]\nsamples = 4\n[tool.robustness-audit.attack-bound]\nsteps = 7\n'
+        "[tool.robustness-audit]\nsamples = 4\n[tool.robustness-audit.attack-bound]\nsteps = 7\n"
     )
     run = run_audit(tiny_model, "--data", tiny_data, "-o", "attack-bound.steps=9")
     assert run.exit_code == 0, run.stderr
@@ -149,8 +169,9 @@ def test_model_zoo_model_finds_its_dataset(run_audit, tmp_path) -> None:
     models.mkdir(parents=True)
     rng = np.random.default_rng(1)
     save_dataset(tmp_path / "zoo" / "data.npz", rng.random((10, 3)), rng.integers(0, 2, 10))
-    model = mlp_onnx(models / "m.onnx", weights, biases,
-                     metadata={"robustness_audit.dataset": "../data.npz"})
+    model = mlp_onnx(
+        models / "m.onnx", weights, biases, metadata={"robustness_audit.dataset": "../data.npz"}
+    )
     run = run_audit(model, "--samples", "5")
     assert run.exit_code == 0, run.stderr
     assert run.report["data"]["source"].endswith("data.npz")
@@ -186,7 +207,9 @@ BAD_MODELS = {
     "directory": (lambda d: d, "is a directory"),
     "empty": (lambda d: _write(d / "empty.onnx", b""), "empty"),
     "truncated": (
-        lambda d: _write(d / "cut.onnx", corpus("mnistfc/mnist-net_256x2.onnx").read_bytes()[:5000]),
+        lambda d: _write(
+            d / "cut.onnx", corpus("mnistfc/mnist-net_256x2.onnx").read_bytes()[:5000]
+        ),
         "not an ONNX model",
     ),
     "text": (lambda d: _write(d / "notes.onnx", b"hello, I am not a model\n" * 20), "not an ONNX"),
@@ -207,7 +230,9 @@ def test_unreadable_models(run_audit, tmp_path, tiny_data, case) -> None:
 def test_model_failing_the_checker(run_audit, tmp_path, tiny_data) -> None:
     node = helper.make_node("Relu", ["undefined"], ["logits"])
     graph = helper.make_graph(
-        [node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4])],
+        [node],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4])],
         [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 4])],
     )
     path = tmp_path / "broken.onnx"
@@ -233,7 +258,9 @@ def test_unsupported_ops_listed_together(run_audit, tmp_path, tiny_data) -> None
 def test_dynamic_shape_without_data(run_audit, tmp_path) -> None:
     node = helper.make_node("Relu", ["x"], ["logits"])
     graph = helper.make_graph(
-        [node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", "features"])],
+        [node],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", "features"])],
         [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", "features"])],
     )
     path = tmp_path / "dynamic.onnx"
@@ -245,7 +272,10 @@ BAD_DATA = {
     "wrong-shape": (lambda r: {"x": r.random((5, 3)), "y": np.zeros(5, int)}, "expects [4]"),
     "wrong-dtype": (lambda r: {"x": np.array([["a"] * 4] * 5), "y": np.zeros(5, int)}, "dtype"),
     "nan": (lambda r: {"x": np.where(np.eye(5, 4) > 0, np.nan, 0.5), "y": np.zeros(5, int)}, "NaN"),
-    "label-range": (lambda r: {"x": r.random((5, 4)), "y": np.array([0, 1, 2, 7, 0])}, "out of range"),
+    "label-range": (
+        lambda r: {"x": r.random((5, 4)), "y": np.array([0, 1, 2, 7, 0])},
+        "out of range",
+    ),
     "no-x": (lambda r: {"features": r.random((5, 4))}, "no array named 'x'"),
 }
 
@@ -310,7 +340,16 @@ def test_output_path_is_a_file(run_audit, tmp_path, tiny_model, tiny_data) -> No
 
 def test_corpus_model_with_corpus_samples(run_audit, tmp_path) -> None:
     model = shutil.copy(corpus("mnistfc/mnist-net_256x2.onnx"), tmp_path / "net.onnx")
-    run = run_audit(model, "--data", corpus("mnistfc/mnist_samples.npz"), "--samples", "4",
-                    "--eps", "0.5", "-o", "attack-bound.bisection-steps=4")
+    run = run_audit(
+        model,
+        "--data",
+        corpus("mnistfc/mnist_samples.npz"),
+        "--samples",
+        "4",
+        "--eps",
+        "0.5",
+        "-o",
+        "attack-bound.bisection-steps=4",
+    )
     assert run.exit_code == 0, run.stderr
     assert run.report["models"][0]["accuracy"] == 1.0

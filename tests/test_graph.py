@@ -55,9 +55,14 @@ def _residual(tmp_path, seed=1):
         mk("Relu", ["s"], ["t"]),
         mk("Gemm", ["t", "W3", "b3"], ["y"], transB=1),
     ]
-    inits = [init("W1", weights(g, 8, 5)), init("b1", weights(g, 8)),
-             init("W2", weights(g, 5, 8)), init("b2", weights(g, 5)),
-             init("W3", weights(g, 3, 5)), init("b3", weights(g, 3))]
+    inits = [
+        init("W1", weights(g, 8, 5)),
+        init("b1", weights(g, 8)),
+        init("W2", weights(g, 5, 8)),
+        init("b2", weights(g, 5)),
+        init("W3", weights(g, 3, 5)),
+        init("b3", weights(g, 3)),
+    ]
     return _load(tmp_path, nodes, [1, 5], inits)
 
 
@@ -65,15 +70,21 @@ def _conv_net(tmp_path, pool: str | None, seed=2):
     """Conv -> Relu [-> pool] -> Flatten -> Gemm on a [1, 2, 6, 6] input."""
     g = np.random.default_rng(seed)
     w, b = weights(g, 3, 2, 3, 3), weights(g, 3)
-    nodes = [mk("Conv", ["x", "Wc", "bc"], ["c"], pads=[1, 0, 0, 1], strides=[1, 2]),
-             mk("Relu", ["c"], ["r"])]
+    nodes = [
+        mk("Conv", ["x", "Wc", "bc"], ["c"], pads=[1, 0, 0, 1], strides=[1, 2]),
+        mk("Relu", ["c"], ["r"]),
+    ]
     current, features = "r", 3 * 5 * 3
     if pool:
         nodes.append(mk(pool, ["r"], ["p"], kernel_shape=[2, 2], strides=[1, 1]))
         current, features = "p", 3 * 4 * 2
     nodes += [mk("Flatten", [current], ["f"]), mk("Gemm", ["f", "Wd", "bd"], ["y"], transB=1)]
-    inits = [init("Wc", w), init("bc", b), init("Wd", weights(g, 4, features)),
-             init("bd", weights(g, 4))]
+    inits = [
+        init("Wc", w),
+        init("bc", b),
+        init("Wd", weights(g, 4, features)),
+        init("bd", weights(g, 4)),
+    ]
     return _load(tmp_path, nodes, [1, 2, 6, 6], inits), w, b
 
 
@@ -109,8 +120,12 @@ def test_dense_view_composes_the_conv_into_a_matrix(tmp_path, pool):
     assert view.depth == 2
     x = _x(graph)
     padded = F.pad(torch.as_tensor(x), (0, 1, 1, 0))  # ONNX pads [1, 0, 0, 1]
-    conv = F.conv2d(padded, torch.as_tensor(w, dtype=torch.float64),
-                    torch.as_tensor(b, dtype=torch.float64), stride=(1, 2))
+    conv = F.conv2d(
+        padded,
+        torch.as_tensor(w, dtype=torch.float64),
+        torch.as_tensor(b, dtype=torch.float64),
+        stride=(1, 2),
+    )
     pre = x.reshape(len(x), -1) @ view.weights[0].T + view.biases[0]
     np.testing.assert_allclose(pre, conv.reshape(len(x), -1).numpy(), atol=1e-12)
     # the whole view reproduces the logits (pooling and flatten composed into layer 2)
@@ -129,16 +144,23 @@ def test_dense_view_composes_normalisation_into_the_first_layer(tmp_path):
         mk("Gemm", ["r", "W2", "b2"], ["y"], transB=1),
     ]
     w1 = weights(g, 6, 9)
-    inits = [init("mean", [0.25]), init("std", [0.5]), init("W1", w1),
-             init("b1", weights(g, 6)), init("W2", weights(g, 2, 6)), init("b2", weights(g, 2))]
+    inits = [
+        init("mean", [0.25]),
+        init("std", [0.5]),
+        init("W1", w1),
+        init("b1", weights(g, 6)),
+        init("W2", weights(g, 2, 6)),
+        init("b2", weights(g, 2)),
+    ]
     graph = _load(tmp_path, nodes, [1, 1, 3, 3], inits, opset=9).graph
     view = graph.dense_view()
     assert view.depth == 2
     np.testing.assert_allclose(view.weights[0], w1 / 0.5, rtol=1e-12)
     x = _x(graph)
     hidden = np.maximum(x.reshape(len(x), -1) @ view.weights[0].T + view.biases[0], 0)
-    np.testing.assert_allclose(hidden @ view.weights[1].T + view.biases[1],
-                               graph.forward(x).numpy(), atol=1e-12)
+    np.testing.assert_allclose(
+        hidden @ view.weights[1].T + view.biases[1], graph.forward(x).numpy(), atol=1e-12
+    )
 
 
 def test_dense_view_rejects_a_residual_dag(tmp_path):
@@ -186,8 +208,9 @@ def test_cut_points_and_prefix_of_a_residual_dag(tmp_path):
             graph.prefix(k)
     x = _x(graph)
     for k in graph.cut_points:
-        torch.testing.assert_close(graph.prefix(k).forward(x), graph.forward(x, upto=k),
-                                   rtol=0, atol=0)
+        torch.testing.assert_close(
+            graph.prefix(k).forward(x), graph.forward(x, upto=k), rtol=0, atol=0
+        )
     # the residual block really is x + branch(x)
     branch = graph.forward(x, upto=total - 1)
     torch.testing.assert_close(graph.forward(x, upto=total), torch.as_tensor(x) + branch)
@@ -302,10 +325,15 @@ def test_parameter_count_and_shapes_of_a_conv_net_with_folded_batchnorm(tmp_path
         mk("Flatten", ["r"], ["f"]),
         mk("Gemm", ["f", "Wd", "bd"], ["y"], transB=1),
     ]
-    inits = [init("W", weights(g, 3, 2, 3, 3)), init("gamma", weights(g, 3)),
-             init("beta", weights(g, 3)), init("mean", weights(g, 3)),
-             init("var", g.uniform(0.5, 1.5, 3)), init("Wd", weights(g, 5, 48)),
-             init("bd", weights(g, 5))]
+    inits = [
+        init("W", weights(g, 3, 2, 3, 3)),
+        init("gamma", weights(g, 3)),
+        init("beta", weights(g, 3)),
+        init("mean", weights(g, 3)),
+        init("var", g.uniform(0.5, 1.5, 3)),
+        init("Wd", weights(g, 5, 48)),
+        init("bd", weights(g, 5)),
+    ]
     loaded = _load(tmp_path, nodes, [1, 2, 6, 6], inits)
     graph = loaded.graph
     assert layer_ops(loaded) == ["Input", "Conv", "Relu", "Reshape", "Dense"]

@@ -6,11 +6,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import audit_model_zoo as zoo
 import numpy as np
 import onnx
 import pytest
 import torch
+from onnx import numpy_helper
+
+import audit_model_zoo as zoo
 from audit_model_zoo.build import build_models
 from audit_model_zoo.datasets import load_npz, validate_dataset
 from audit_model_zoo.evaluate import (
@@ -22,11 +24,17 @@ from audit_model_zoo.evaluate import (
 )
 from audit_model_zoo.onnx_export import META_DATASET, META_ZOO_NAME
 from audit_model_zoo.training import robust_accuracy, sphere_data, train_depth2_exponential
-from onnx import numpy_helper
 
 EXPECTED = {
-    "digits_linear", "digits_mlp2", "digits_mlp3", "digits_cnn", "digits_resnet",
-    "binary_fc3_benign", "binary_fc3_pgd", "sphere_depth2", "nonneg_2layer",
+    "digits_linear",
+    "digits_mlp2",
+    "digits_mlp3",
+    "digits_cnn",
+    "digits_resnet",
+    "binary_fc3_benign",
+    "binary_fc3_pgd",
+    "sphere_depth2",
+    "nonneg_2layer",
 }
 NAMES = zoo.names()
 

@@ -76,8 +76,10 @@ def test_gemm(tmp_path, trans_b, alpha, beta, c_kind):
     assert loaded.graph.input_shape == (k,) and loaded.graph.output_shape == (n,)
     dense = only_layer(loaded, Dense)
     np.testing.assert_allclose(dense.weight, alpha * (b if trans_b else b.T), rtol=1e-12)
-    expected_bias = np.zeros(n) if c is None else beta * np.broadcast_to(c, (1, n))[0]
-    np.testing.assert_allclose(dense.bias, expected_bias, rtol=1e-12)
+    if c is None:
+        assert dense.bias is None  # no C input: no bias parameters
+    else:
+        np.testing.assert_allclose(dense.bias, beta * np.broadcast_to(c, (1, n))[0], rtol=1e-12)
 
 
 def test_gemm_trans_a_is_rejected(tmp_path):
@@ -122,8 +124,12 @@ def test_matmul_chain_like_test_small(tmp_path):
         mk("MatMul", ["W2", "r"], ["m"]),
         mk("Add", ["m", "b2"], ["y"]),
     ]
-    inits = [init("W1", weights(g, 4, 3)), init("b1", weights(g, 4)),
-             init("W2", weights(g, 2, 4)), init("b2", weights(g, 2))]
+    inits = [
+        init("W1", weights(g, 4, 3)),
+        init("b1", weights(g, 4)),
+        init("W2", weights(g, 2, 4)),
+        init("b2", weights(g, 2)),
+    ]
     loaded = check(tmp_path, nodes, [3], inits, opset=14)
     assert not loaded.has_batch
     assert layer_ops(loaded) == ["Input", "Dense", "Relu", "Dense"]  # bias Adds are folded
@@ -132,12 +138,27 @@ def test_matmul_chain_like_test_small(tmp_path):
 @pytest.mark.parametrize(
     ("nodes", "input_shape", "inits", "reason"),
     [
-        pytest.param([mk("MatMul", ["x", "x"], ["y"])], [1, 4, 4], [], "two runtime tensors",
-                     id="runtime@runtime"),
-        pytest.param([mk("MatMul", ["W", "x"], ["y"])], [1, 4], [init("W", np.ones((3, 1)))],
-                     "rank > 1", id="W@x-batched"),
-        pytest.param([mk("MatMul", ["x", "W"], ["y"])], [1, 4], [init("W", np.ones((2, 4, 3)))],
-                     "rank 3", id="batched-constant"),
+        pytest.param(
+            [mk("MatMul", ["x", "x"], ["y"])],
+            [1, 4, 4],
+            [],
+            "two runtime tensors",
+            id="runtime@runtime",
+        ),
+        pytest.param(
+            [mk("MatMul", ["W", "x"], ["y"])],
+            [1, 4],
+            [init("W", np.ones((3, 1)))],
+            "rank > 1",
+            id="W@x-batched",
+        ),
+        pytest.param(
+            [mk("MatMul", ["x", "W"], ["y"])],
+            [1, 4],
+            [init("W", np.ones((2, 4, 3)))],
+            "rank 3",
+            id="batched-constant",
+        ),
     ],
 )
 def test_matmul_rejections(tmp_path, nodes, input_shape, inits, reason):
@@ -190,16 +211,21 @@ def test_normalisation_then_gemm_is_folded_like_eran(tmp_path):
         mk("Flatten", ["d"], ["f"], axis=1),
         mk("Gemm", ["f", "W", "b"], ["y"], transB=1),
     ]
-    inits = [init("mean", [0.1307]), init("std", [0.3081]), init("W", weights(g, 3, 16)),
-             init("b", weights(g, 3))]
+    inits = [
+        init("mean", [0.1307]),
+        init("std", [0.3081]),
+        init("W", weights(g, 3, 16)),
+        init("b", weights(g, 3)),
+    ]
     loaded = check(tmp_path, nodes, [1, 1, 4, 4], inits, opset=9, low=0.0, high=1.0)
     assert layer_ops(loaded) == ["Input", "ElementwiseAffine", "Reshape", "Dense"]
     affine = only_layer(loaded, ElementwiseAffine)
     np.testing.assert_allclose(affine.scale * 0.3081, 1.0, rtol=1e-6)
 
 
-@pytest.mark.parametrize(("op", "skip_first"), [("Add", True), ("Add", False), ("Sub", True),
-                                               ("Sub", False)])
+@pytest.mark.parametrize(
+    ("op", "skip_first"), [("Add", True), ("Add", False), ("Sub", True), ("Sub", False)]
+)
 def test_two_branches_residual(tmp_path, op, skip_first):
     """x -> Gemm -> Relu -> Gemm, added to (subtracted from) x."""
     g = rng(6)
@@ -209,8 +235,12 @@ def test_two_branches_residual(tmp_path, op, skip_first):
         mk("Gemm", ["r", "W2", "b2"], ["z"], transB=1),
         mk(op, ["x", "z"] if skip_first else ["z", "x"], ["y"]),
     ]
-    inits = [init("W1", weights(g, 8, 5)), init("b1", weights(g, 8)),
-             init("W2", weights(g, 5, 8)), init("b2", weights(g, 5))]
+    inits = [
+        init("W1", weights(g, 8, 5)),
+        init("b1", weights(g, 8)),
+        init("W2", weights(g, 5, 8)),
+        init("b2", weights(g, 5)),
+    ]
     loaded = check(tmp_path, nodes, [1, 5], inits)
     total = only_layer(loaded, Sum)
     assert total.coefficients == (1.0, -1.0 if op == "Sub" else 1.0)
@@ -222,13 +252,22 @@ def test_two_branches_residual(tmp_path, op, skip_first):
     ("node", "inits", "reason"),
     [
         pytest.param(mk("Mul", ["x", "x"], ["y"]), [], "two runtime tensors", id="Mul-x-x"),
-        pytest.param(mk("Div", ["c", "x"], ["y"]), [init("c", [2.0] * 5)], "Div of a constant",
-                     id="Div-c-x"),
+        pytest.param(
+            mk("Div", ["c", "x"], ["y"]), [init("c", [2.0] * 5)], "Div of a constant", id="Div-c-x"
+        ),
         pytest.param(mk("Div", ["x", "x"], ["y"]), [], "two runtime tensors", id="Div-x-x"),
-        pytest.param(mk("Add", ["x", "c"], ["y"]), [init("c", np.ones((2, 5)))], "varies over",
-                     id="Add-batch-varying-constant"),
-        pytest.param(mk("Sub", ["x", "c"], ["y"]), [init("c", np.ones((1, 1, 5)))], "adds axes",
-                     id="Sub-constant-of-higher-rank"),
+        pytest.param(
+            mk("Add", ["x", "c"], ["y"]),
+            [init("c", np.ones((2, 5)))],
+            "varies over",
+            id="Add-batch-varying-constant",
+        ),
+        pytest.param(
+            mk("Sub", ["x", "c"], ["y"]),
+            [init("c", np.ones((1, 1, 5)))],
+            "adds axes",
+            id="Sub-constant-of-higher-rank",
+        ),
     ],
 )
 def test_elementwise_rejections(tmp_path, node, inits, reason):
@@ -248,17 +287,29 @@ def test_add_of_branches_with_different_shapes_is_rejected(tmp_path):
 CONV_CASES = {
     "2d": ([1, 2, 7, 7], (3, 2, 3, 3), {}, False),
     "2d-bias-kernel-shape": ([1, 2, 7, 7], (3, 2, 3, 3), {"kernel_shape": [3, 3]}, True),
-    "2d-strides-pads": ([1, 2, 8, 8], (4, 2, 3, 3), {"strides": [2, 2], "pads": [1, 1, 1, 1]},
-                        True),
+    "2d-strides-pads": (
+        [1, 2, 8, 8],
+        (4, 2, 3, 3),
+        {"strides": [2, 2], "pads": [1, 1, 1, 1]},
+        True,
+    ),
     "2d-asymmetric-pads": ([1, 2, 6, 7], (3, 2, 3, 2), {"pads": [0, 1, 2, 0]}, True),
     "2d-dilations": ([1, 2, 9, 9], (2, 2, 3, 3), {"dilations": [2, 1], "strides": [1, 2]}, False),
     "2d-depthwise": ([1, 3, 6, 6], (3, 1, 3, 3), {"group": 3, "pads": [1, 1, 1, 1]}, True),
     "2d-depthwise-multiplier": ([1, 3, 6, 6], (6, 1, 3, 3), {"group": 3}, False),
     "2d-groups": ([1, 4, 5, 5], (6, 2, 3, 3), {"group": 2}, True),
-    "2d-same-upper": ([1, 2, 7, 8], (3, 2, 4, 3), {"auto_pad": "SAME_UPPER", "strides": [2, 2]},
-                      True),
-    "2d-same-lower": ([1, 2, 7, 8], (3, 2, 4, 3), {"auto_pad": "SAME_LOWER", "strides": [2, 2]},
-                      True),
+    "2d-same-upper": (
+        [1, 2, 7, 8],
+        (3, 2, 4, 3),
+        {"auto_pad": "SAME_UPPER", "strides": [2, 2]},
+        True,
+    ),
+    "2d-same-lower": (
+        [1, 2, 7, 8],
+        (3, 2, 4, 3),
+        {"auto_pad": "SAME_LOWER", "strides": [2, 2]},
+        True,
+    ),
     "2d-valid": ([1, 2, 7, 8], (3, 2, 3, 3), {"auto_pad": "VALID", "strides": [2, 1]}, False),
     "1d": ([1, 2, 10], (3, 2, 3), {}, False),
     "1d-strides-asymmetric-pads": ([1, 2, 11], (4, 2, 4), {"strides": [2], "pads": [2, 1]}, True),
@@ -270,8 +321,9 @@ CONV_CASES = {
 }
 
 
-@pytest.mark.parametrize(("input_shape", "weight_shape", "attrs", "bias"), CONV_CASES.values(),
-                         ids=CONV_CASES.keys())
+@pytest.mark.parametrize(
+    ("input_shape", "weight_shape", "attrs", "bias"), CONV_CASES.values(), ids=CONV_CASES.keys()
+)
 def test_conv(tmp_path, input_shape, weight_shape, attrs, bias):
     g = rng(7)
     w = weights(g, *weight_shape)
@@ -371,8 +423,9 @@ def test_batchnorm_is_not_folded_into_a_shared_conv(tmp_path):
 
 def test_batchnorm_in_training_mode_is_rejected(tmp_path):
     node = mk("BatchNormalization", ["x", *BN_INPUTS], ["y"], training_mode=1)
-    message = model_error(tmp_path, [node], [1, 3, 4, 4], _bn_inits(rng(), 3), opset=15,
-                          output_shape=[1, 3, 4, 4])
+    message = model_error(
+        tmp_path, [node], [1, 3, 4, 4], _bn_inits(rng(), 3), opset=15, output_shape=[1, 3, 4, 4]
+    )
     assert "BatchNormalization" in message and "training" in message
 
 
@@ -385,15 +438,24 @@ def _mlp(activation: onnx.NodeProto, g: np.random.Generator, outputs: int = 3):
         activation,
         mk("Gemm", ["a", "W2", "b2"], ["y"], transB=1),
     ]
-    inits = [init("W1", weights(g, 8, 5)), init("b1", weights(g, 8)),
-             init("W2", weights(g, outputs, 8)), init("b2", weights(g, outputs))]
+    inits = [
+        init("W1", weights(g, 8, 5)),
+        init("b1", weights(g, 8)),
+        init("W2", weights(g, outputs, 8)),
+        init("b2", weights(g, outputs)),
+    ]
     return nodes, inits
 
 
 @pytest.mark.parametrize(
     ("op", "attrs", "piecewise_linear"),
-    [("Relu", {}, True), ("LeakyRelu", {"alpha": 0.2}, True), ("LeakyRelu", {}, True),
-     ("Sigmoid", {}, False), ("Tanh", {}, False)],
+    [
+        ("Relu", {}, True),
+        ("LeakyRelu", {"alpha": 0.2}, True),
+        ("LeakyRelu", {}, True),
+        ("Sigmoid", {}, False),
+        ("Tanh", {}, False),
+    ],
 )
 def test_activation_inside_the_graph(tmp_path, op, attrs, piecewise_linear):
     nodes, inits = _mlp(mk(op, ["h"], ["a"], **attrs), rng(12))
@@ -407,16 +469,24 @@ def test_activation_inside_the_graph(tmp_path, op, attrs, piecewise_linear):
 
 @pytest.mark.parametrize(
     ("op", "opset", "attrs"),
-    [("Softmax", 11, {}), ("Softmax", 11, {"axis": 1}), ("Softmax", 11, {"axis": -1}),
-     ("Softmax", 13, {}), ("Softmax", 13, {"axis": 1}), ("Softmax", 13, {"axis": -1}),
-     ("LogSoftmax", 11, {}), ("LogSoftmax", 13, {"axis": -1})],
+    [
+        ("Softmax", 11, {}),
+        ("Softmax", 11, {"axis": 1}),
+        ("Softmax", 11, {"axis": -1}),
+        ("Softmax", 13, {}),
+        ("Softmax", 13, {"axis": 1}),
+        ("Softmax", 13, {"axis": -1}),
+        ("LogSoftmax", 11, {}),
+        ("LogSoftmax", 13, {"axis": -1}),
+    ],
 )
 def test_softmax_as_last_op_is_the_output_activation(tmp_path, op, opset, attrs):
     g = rng(13)
     w, b = weights(g, 5, 4), weights(g, 4)
     nodes = [mk("Gemm", ["x", "W", "b"], ["logits"]), mk(op, ["logits"], ["y"], **attrs)]
-    loaded = check(tmp_path, nodes, [1, 5], [init("W", w), init("b", b)], opset=opset,
-                   low=-3.0, high=3.0)
+    loaded = check(
+        tmp_path, nodes, [1, 5], [init("W", w), init("b", b)], opset=opset, low=-3.0, high=3.0
+    )
     assert loaded.graph.output_activation == ("softmax" if op == "Softmax" else "log_softmax")
     assert layer_ops(loaded) == ["Input", "Dense"]
     x = np.random.default_rng(0).uniform(-1, 1, (3, 5))
@@ -459,19 +529,34 @@ def test_sigmoid_as_last_op_of_a_single_output_model(tmp_path):
 MAXPOOL_CASES = {
     "k2-s2": ([1, 2, 7, 8], {"kernel_shape": [2, 2], "strides": [2, 2]}),
     "k3-pads": ([1, 2, 7, 8], {"kernel_shape": [3, 3], "pads": [1, 1, 1, 1]}),
-    "k3-s2-asymmetric-pads": ([1, 2, 7, 8], {"kernel_shape": [3, 3], "strides": [2, 2],
-                                             "pads": [0, 1, 2, 0]}),
+    "k3-s2-asymmetric-pads": (
+        [1, 2, 7, 8],
+        {"kernel_shape": [3, 3], "strides": [2, 2], "pads": [0, 1, 2, 0]},
+    ),
     "dilations": ([1, 2, 7, 8], {"kernel_shape": [2, 2], "dilations": [2, 3]}),
     "ceil": ([1, 2, 8, 8], {"kernel_shape": [3, 3], "strides": [2, 2], "ceil_mode": 1}),
-    "ceil-pads": ([1, 2, 7, 8], {"kernel_shape": [2, 2], "strides": [2, 2],
-                                 "pads": [1, 1, 1, 1], "ceil_mode": 1}),
-    "ceil-pads-dilations": ([1, 2, 9, 8], {"kernel_shape": [2, 3], "strides": [3, 2],
-                                           "dilations": [2, 1], "pads": [1, 0, 1, 1],
-                                           "ceil_mode": 1}),
-    "same-upper": ([1, 2, 7, 8], {"kernel_shape": [3, 2], "strides": [2, 2],
-                                  "auto_pad": "SAME_UPPER"}),
-    "same-lower": ([1, 2, 7, 8], {"kernel_shape": [3, 2], "strides": [2, 2],
-                                  "auto_pad": "SAME_LOWER"}),
+    "ceil-pads": (
+        [1, 2, 7, 8],
+        {"kernel_shape": [2, 2], "strides": [2, 2], "pads": [1, 1, 1, 1], "ceil_mode": 1},
+    ),
+    "ceil-pads-dilations": (
+        [1, 2, 9, 8],
+        {
+            "kernel_shape": [2, 3],
+            "strides": [3, 2],
+            "dilations": [2, 1],
+            "pads": [1, 0, 1, 1],
+            "ceil_mode": 1,
+        },
+    ),
+    "same-upper": (
+        [1, 2, 7, 8],
+        {"kernel_shape": [3, 2], "strides": [2, 2], "auto_pad": "SAME_UPPER"},
+    ),
+    "same-lower": (
+        [1, 2, 7, 8],
+        {"kernel_shape": [3, 2], "strides": [2, 2], "auto_pad": "SAME_LOWER"},
+    ),
     "1d-pads": ([1, 2, 9], {"kernel_shape": [3], "strides": [2], "pads": [1, 1]}),
     "1d-ceil": ([1, 2, 10], {"kernel_shape": [3], "strides": [2], "ceil_mode": 1}),
 }
@@ -492,24 +577,45 @@ def test_maxpool_with_indices_output_is_rejected(tmp_path):
 
 AVGPOOL_CASES = {
     "k2-s2": ([1, 2, 6, 8], {"kernel_shape": [2, 2], "strides": [2, 2]}),
-    "k3-pads-exclude": ([1, 2, 6, 7], {"kernel_shape": [3, 3], "pads": [1, 1, 1, 1],
-                                       "count_include_pad": 0}),
-    "k3-pads-include": ([1, 2, 6, 7], {"kernel_shape": [3, 3], "pads": [1, 1, 1, 1],
-                                       "count_include_pad": 1}),
-    "asymmetric-pads-exclude": ([1, 2, 6, 7], {"kernel_shape": [3, 2], "strides": [2, 1],
-                                               "pads": [0, 1, 2, 0], "count_include_pad": 0}),
-    "asymmetric-pads-include": ([1, 2, 6, 7], {"kernel_shape": [3, 2], "strides": [2, 1],
-                                               "pads": [0, 1, 2, 0], "count_include_pad": 1}),
+    "k3-pads-exclude": (
+        [1, 2, 6, 7],
+        {"kernel_shape": [3, 3], "pads": [1, 1, 1, 1], "count_include_pad": 0},
+    ),
+    "k3-pads-include": (
+        [1, 2, 6, 7],
+        {"kernel_shape": [3, 3], "pads": [1, 1, 1, 1], "count_include_pad": 1},
+    ),
+    "asymmetric-pads-exclude": (
+        [1, 2, 6, 7],
+        {"kernel_shape": [3, 2], "strides": [2, 1], "pads": [0, 1, 2, 0], "count_include_pad": 0},
+    ),
+    "asymmetric-pads-include": (
+        [1, 2, 6, 7],
+        {"kernel_shape": [3, 2], "strides": [2, 1], "pads": [0, 1, 2, 0], "count_include_pad": 1},
+    ),
     "ceil": ([1, 2, 8, 7], {"kernel_shape": [3, 3], "strides": [2, 2], "ceil_mode": 1}),
-    "ceil-pads-exclude": ([1, 2, 7, 8], {"kernel_shape": [2, 2], "strides": [2, 2],
-                                         "pads": [1, 1, 1, 1], "ceil_mode": 1}),
-    "ceil-pads-include": ([1, 2, 7, 8], {"kernel_shape": [3, 3], "strides": [2, 2],
-                                         "pads": [1, 0, 1, 1], "ceil_mode": 1,
-                                         "count_include_pad": 1}),
-    "same-upper": ([1, 2, 7, 8], {"kernel_shape": [3, 3], "strides": [2, 2],
-                                  "auto_pad": "SAME_UPPER"}),
-    "1d-pads-include": ([1, 3, 9], {"kernel_shape": [4], "strides": [2], "pads": [2, 1],
-                                    "count_include_pad": 1}),
+    "ceil-pads-exclude": (
+        [1, 2, 7, 8],
+        {"kernel_shape": [2, 2], "strides": [2, 2], "pads": [1, 1, 1, 1], "ceil_mode": 1},
+    ),
+    "ceil-pads-include": (
+        [1, 2, 7, 8],
+        {
+            "kernel_shape": [3, 3],
+            "strides": [2, 2],
+            "pads": [1, 0, 1, 1],
+            "ceil_mode": 1,
+            "count_include_pad": 1,
+        },
+    ),
+    "same-upper": (
+        [1, 2, 7, 8],
+        {"kernel_shape": [3, 3], "strides": [2, 2], "auto_pad": "SAME_UPPER"},
+    ),
+    "1d-pads-include": (
+        [1, 3, 9],
+        {"kernel_shape": [4], "strides": [2], "pads": [2, 1], "count_include_pad": 1},
+    ),
 }
 
 
@@ -573,9 +679,11 @@ def test_pad_then_conv_like_verivital(tmp_path):
 
 @pytest.mark.parametrize(
     ("attrs", "pads", "reason"),
-    [({"mode": "reflect"}, [0, 0, 1, 1, 0, 0, 1, 1], "mode=reflect"),
-     ({}, [1, 0, 0, 0, 0, 0, 0, 0], "batch axis"),
-     ({}, [0, 0, -1, 0, 0, 0, 0, 0], "negative")],
+    [
+        ({"mode": "reflect"}, [0, 0, 1, 1, 0, 0, 1, 1], "mode=reflect"),
+        ({}, [1, 0, 0, 0, 0, 0, 0, 0], "batch axis"),
+        ({}, [0, 0, -1, 0, 0, 0, 0, 0], "negative"),
+    ],
 )
 def test_pad_rejections(tmp_path, attrs, pads, reason):
     node = mk("Pad", ["x", "pads"], ["y"], **attrs)
@@ -609,8 +717,13 @@ def test_flatten_that_merges_the_batch_axis_is_rejected(tmp_path):
 
 @pytest.mark.parametrize(
     ("target", "expected"),
-    [([0, -1], (24,)), ([0, 3, -1], (3, 8)), ([1, 4, 6], (4, 6)), ([-1, 12, 2], (12, 2)),
-     ([0, 0, 8], (3, 8))],
+    [
+        ([0, -1], (24,)),
+        ([0, 3, -1], (3, 8)),
+        ([1, 4, 6], (4, 6)),
+        ([-1, 12, 2], (12, 2)),
+        ([0, 0, 8], (3, 8)),
+    ],
 )
 @pytest.mark.parametrize("opset", [1, 5, 13])
 def test_reshape(tmp_path, opset, target, expected):
@@ -684,18 +797,27 @@ def test_squeeze_unsqueeze(tmp_path, opset, op, axes, input_shape, expected):
     [
         pytest.param(mk("Identity", ["x"], ["i"]), 13, [], id="Identity"),
         pytest.param(mk("Dropout", ["x"], ["i"], ratio=0.5), 7, [], id="Dropout-7"),
-        pytest.param(mk("Dropout", ["x", "ratio"], ["i"]), 13, [init("ratio", 0.5)],
-                     id="Dropout-13-ratio"),
-        pytest.param(mk("Dropout", ["x", "ratio", "training"], ["i"]), 13,
-                     [init("ratio", 0.5), init("training", False, np.bool_)],
-                     id="Dropout-13-inference"),
+        pytest.param(
+            mk("Dropout", ["x", "ratio"], ["i"]), 13, [init("ratio", 0.5)], id="Dropout-13-ratio"
+        ),
+        pytest.param(
+            mk("Dropout", ["x", "ratio", "training"], ["i"]),
+            13,
+            [init("ratio", 0.5), init("training", False, np.bool_)],
+            id="Dropout-13-inference",
+        ),
     ],
 )
 def test_identity_and_dropout(tmp_path, node, opset, inits):
     g = rng(19)
     nodes = [node, mk("Gemm", ["i", "W", "b"], ["y"], transB=1)]
-    loaded = check(tmp_path, nodes, [1, 5],
-                   [*inits, init("W", weights(g, 3, 5)), init("b", weights(g, 3))], opset=opset)
+    loaded = check(
+        tmp_path,
+        nodes,
+        [1, 5],
+        [*inits, init("W", weights(g, 3, 5)), init("b", weights(g, 3))],
+        opset=opset,
+    )
     assert layer_ops(loaded) == ["Input", "Dense"]
 
 
@@ -709,11 +831,20 @@ def test_dropout_in_training_mode_is_rejected(tmp_path):
 @pytest.mark.parametrize(
     ("constant", "op"),
     [
-        pytest.param(mk("Constant", [], ["c"], value=helper.make_tensor(
-            "v", TensorProto.FLOAT, [3], [0.5, -1.0, 2.0])), "Add", id="value-tensor"),
+        pytest.param(
+            mk(
+                "Constant",
+                [],
+                ["c"],
+                value=helper.make_tensor("v", TensorProto.FLOAT, [3], [0.5, -1.0, 2.0]),
+            ),
+            "Add",
+            id="value-tensor",
+        ),
         pytest.param(mk("Constant", [], ["c"], value_float=-1.75), "Mul", id="value_float"),
-        pytest.param(mk("Constant", [], ["c"], value_floats=[0.5, -1.0, 2.0]), "Sub",
-                     id="value_floats"),
+        pytest.param(
+            mk("Constant", [], ["c"], value_floats=[0.5, -1.0, 2.0]), "Sub", id="value_floats"
+        ),
     ],
 )
 def test_constant_node(tmp_path, constant, op):
@@ -758,16 +889,21 @@ def test_dynamic_flatten_pattern_from_pytorch(tmp_path, opset):
 def _old_style_model() -> onnx.ModelProto:
     """IR 3 / opset 8: every weight is also listed as a graph input."""
     g = rng(21)
-    inits = [init("W1", weights(g, 5, 7)), init("b1", weights(g, 7)),
-             init("W2", weights(g, 7, 3)), init("b2", weights(g, 3))]
+    inits = [
+        init("W1", weights(g, 5, 7)),
+        init("b1", weights(g, 7)),
+        init("W2", weights(g, 7, 3)),
+        init("b2", weights(g, 3)),
+    ]
     nodes = [
         mk("MatMul", ["x", "W1"], ["m"]),
         mk("Add", ["m", "b1"], ["h"]),
         mk("Relu", ["h"], ["r"]),
         mk("Gemm", ["r", "W2", "b2"], ["y"]),
     ]
-    weight_inputs = [helper.make_tensor_value_info(t.name, TensorProto.FLOAT, list(t.dims))
-                     for t in inits]
+    weight_inputs = [
+        helper.make_tensor_value_info(t.name, TensorProto.FLOAT, list(t.dims)) for t in inits
+    ]
     return make_model(nodes, [1, 5], inits, opset=8, ir_version=3, extra_inputs=weight_inputs)
 
 
@@ -847,10 +983,33 @@ def test_repeated_unsupported_op_is_counted(tmp_path):
 
 def test_supported_ops_cover_the_required_list():
     required = {
-        "Gemm", "MatMul", "Add", "Sub", "Mul", "Div", "Conv", "BatchNormalization", "Relu",
-        "LeakyRelu", "Sigmoid", "Tanh", "Softmax", "LogSoftmax", "MaxPool", "AveragePool",
-        "GlobalAveragePool", "Pad", "Flatten", "Reshape", "Transpose", "Squeeze", "Unsqueeze",
-        "Identity", "Dropout", "Constant", "Shape",
+        "Gemm",
+        "MatMul",
+        "Add",
+        "Sub",
+        "Mul",
+        "Div",
+        "Conv",
+        "BatchNormalization",
+        "Relu",
+        "LeakyRelu",
+        "Sigmoid",
+        "Tanh",
+        "Softmax",
+        "LogSoftmax",
+        "MaxPool",
+        "AveragePool",
+        "GlobalAveragePool",
+        "Pad",
+        "Flatten",
+        "Reshape",
+        "Transpose",
+        "Squeeze",
+        "Unsqueeze",
+        "Identity",
+        "Dropout",
+        "Constant",
+        "Shape",
     }
     assert required <= set(supported_ops())
     assert "ConvTranspose" not in supported_ops()
@@ -879,9 +1038,14 @@ def _bad_file(kind: str, tmp_path: Path) -> Path:
 
 @pytest.mark.parametrize(
     ("kind", "reason"),
-    [("missing", "no such file"), ("directory", "directory"), ("empty", "empty"),
-     ("truncated", "not an ONNX model"), ("text", "not an ONNX model"),
-     ("checker", "ONNX checker")],
+    [
+        ("missing", "no such file"),
+        ("directory", "directory"),
+        ("empty", "empty"),
+        ("truncated", "not an ONNX model"),
+        ("text", "not an ONNX model"),
+        ("checker", "ONNX checker"),
+    ],
 )
 def test_bad_files(tmp_path, kind, reason):
     message = load_error(_bad_file(kind, tmp_path))

@@ -15,7 +15,9 @@ class GraphBuilder:
 
     def __init__(self, input_shape: tuple[int, ...], has_batch: bool, input_name: str) -> None:
         self.has_batch = has_batch
-        self.nodes: list[Node] = [Node(input_name, Input(input_shape), (), input_shape, (), input_name)]
+        self.nodes: list[Node] = [
+            Node(input_name, Input(input_shape), (), input_shape, (), input_name)
+        ]
 
     @property
     def input(self) -> TensorRef:
@@ -50,7 +52,9 @@ class GraphBuilder:
             raise Unsupported(f"a constant of shape {shape} adds axes to a rank-{full_rank} tensor")
         if self.has_batch and constant.ndim == full_rank:
             if constant.shape[0] != 1:
-                raise Unsupported(f"a constant of shape {list(constant.shape)} varies over the batch")
+                raise Unsupported(
+                    f"a constant of shape {list(constant.shape)} varies over the batch"
+                )
             constant = constant[0]
         return constant
 

@@ -117,7 +117,9 @@ def _fold_into(
     )
 
 
-def _per_channel(values: np.ndarray, shape: tuple[int, ...], channel_axis: int) -> np.ndarray | None:
+def _per_channel(
+    values: np.ndarray, shape: tuple[int, ...], channel_axis: int
+) -> np.ndarray | None:
     """``values`` broadcast to ``shape`` as one number per channel, or None if it varies."""
     full = np.broadcast_to(values, shape)
     moved = np.moveaxis(full, channel_axis, 0).reshape(shape[channel_axis], -1)

@@ -97,7 +97,9 @@ def _parse(raw: bytes, path: Path) -> onnx.ModelProto:
     try:
         proto = onnx.load_model_from_string(raw)
     except (DecodeError, ValueError, RuntimeError) as error:
-        raise ModelLoadError(f"{path}: not an ONNX model (protobuf parse failed: {error})") from error
+        raise ModelLoadError(
+            f"{path}: not an ONNX model (protobuf parse failed: {error})"
+        ) from error
     if proto.ir_version <= 0 or not proto.graph.node or not proto.graph.output:
         raise ModelLoadError(f"{path}: not an ONNX model (no IR version, nodes or outputs)")
     return proto
@@ -127,9 +129,13 @@ def _single_input(proto: onnx.ModelProto, path: Path) -> onnx.ValueInfoProto:
     inputs = list(proto.graph.input)
     if len(inputs) != 1:
         names = ", ".join(i.name for i in inputs) or "none"
-        raise ModelLoadError(f"{path}: the model has {len(inputs)} inputs ({names}); audit needs one")
+        raise ModelLoadError(
+            f"{path}: the model has {len(inputs)} inputs ({names}); audit needs one"
+        )
     if len(proto.graph.output) != 1:
-        raise ModelLoadError(f"{path}: the model has {len(proto.graph.output)} outputs; audit needs one")
+        raise ModelLoadError(
+            f"{path}: the model has {len(proto.graph.output)} outputs; audit needs one"
+        )
     return inputs[0]
 
 
@@ -137,13 +143,17 @@ def _input_shape(
     info: onnx.ValueInfoProto, sample_shape: tuple[int, ...] | None, path: Path
 ) -> tuple[bool, tuple[int, ...]]:
     """(has a batch axis, per-sample shape). Rank >= 2 inputs have a leading batch axis."""
-    dims = [d.dim_value if d.HasField("dim_value") else None for d in info.type.tensor_type.shape.dim]
+    dims = [
+        d.dim_value if d.HasField("dim_value") else None for d in info.type.tensor_type.shape.dim
+    ]
     if not dims:
         raise ModelLoadError(f"{path}: input {info.name!r} has no static rank")
     has_batch = len(dims) >= 2
     per_sample = dims[1:] if has_batch else dims
     if sample_shape is not None and len(sample_shape) == len(per_sample):
-        per_sample = [s if d in (None, 0) else d for d, s in zip(per_sample, sample_shape, strict=True)]
+        per_sample = [
+            s if d in (None, 0) else d for d, s in zip(per_sample, sample_shape, strict=True)
+        ]
     if any(d in (None, 0) for d in per_sample):
         shown = ["?" if d in (None, 0) else d for d in dims]
         raise ModelLoadError(
@@ -193,7 +203,9 @@ def _convert_node(
         # downstream of a reported problem: still list this op if it is unsupported too
         if find_converter(domain, node_proto.op_type, opset) is None:
             label = f"{domain + '.' if domain else ''}{node_proto.op_type} (opset {opset})"
-            problems.append((label, f"{node_proto.name or node_proto.output[0]}: no converter for this op"))
+            problems.append(
+                (label, f"{node_proto.name or node_proto.output[0]}: no converter for this op")
+            )
         return
     node = OnnxNode(
         name=node_proto.name or node_proto.output[0],
@@ -217,7 +229,9 @@ def _convert_node(
         values[name] = value
 
 
-def _run_converter(node: OnnxNode, node_proto: onnx.NodeProto, builder: GraphBuilder) -> list[Value]:
+def _run_converter(
+    node: OnnxNode, node_proto: onnx.NodeProto, builder: GraphBuilder
+) -> list[Value]:
     runtime = [v for v in node.inputs if isinstance(v, TensorRef)]
     converter = find_converter(node.domain, node.op_type, node.opset)
     if not runtime and node.op_type not in ("Constant", "Shape"):

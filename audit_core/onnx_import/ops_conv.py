@@ -125,7 +125,9 @@ def pad_input(node: OnnxNode, builder: GraphBuilder) -> list[Value]:
         for i, axis in enumerate(np.asarray(axes) % rank):
             full[axis], full[axis + rank] = pads[i], pads[i + len(axes)]
         pads = full
-    return [_pad(node, builder, pads, float(np.asarray(value).reshape(-1)[0]) if value.size else 0.0)]
+    return [
+        _pad(node, builder, pads, float(np.asarray(value).reshape(-1)[0]) if value.size else 0.0)
+    ]
 
 
 def _pad(node: OnnxNode, builder: GraphBuilder, pads: np.ndarray, value: float) -> Value:

@@ -95,7 +95,7 @@ def batch_norm(node: OnnxNode, builder: GraphBuilder) -> list[Value]:
     It is folded into the preceding Conv/Gemm by ``fuse_affine`` when possible.
     """
     x = node.tensor(0)
-    if node.attr("training_mode", 0) or len(node.outputs) > 1 and any(node.outputs[1:]):
+    if node.attr("training_mode", 0) or (len(node.outputs) > 1 and any(node.outputs[1:])):
         raise Unsupported("BatchNormalization in training mode")
     if node.attr("spatial", 1) != 1:
         raise Unsupported("BatchNormalization with spatial=0")
@@ -103,7 +103,9 @@ def batch_norm(node: OnnxNode, builder: GraphBuilder) -> list[Value]:
     scale = gamma / np.sqrt(var + node.attr("epsilon", 1e-5))
     shift = beta - mean * scale
     channel_shape = (-1,) + (1,) * (len(x.shape) - 1)
-    return [_elementwise(node, builder, x, scale.reshape(channel_shape), shift.reshape(channel_shape))]
+    return [
+        _elementwise(node, builder, x, scale.reshape(channel_shape), shift.reshape(channel_shape))
+    ]
 
 
 def _elementwise(
