@@ -71,7 +71,7 @@ def read_data(path: str | Path, labels: str | Path | None = None) -> RawData:
         raise DataError(f"{path}: unknown data format {path.suffix!r} (use .npz, .npy or .csv)")
     raw = reader(path)
     if labels is not None:
-        raw = replace(raw, y=_read_labels(Path(labels)))
+        raw = replace(raw, y=read_data_labels(Path(labels)))
     return replace(raw, source=str(path))
 
 
@@ -147,7 +147,8 @@ def _is_number(text: str) -> bool:
     return True
 
 
-def _read_labels(path: Path) -> np.ndarray:
+def read_data_labels(path: Path) -> np.ndarray:
+    """Labels from a ``.npy`` file or a text file with one number per line."""
     _check_file(path)
     if path.suffix.lower() == ".npy":
         return _load_npy(path)

@@ -11,7 +11,7 @@ import time
 import traceback
 import zlib
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
@@ -22,7 +22,14 @@ import torch
 from audit_core import __version__
 from audit_core.analysis import Analysis, AuditContext, Progress, build_config
 from audit_core.attack_service import AttackService
-from audit_core.data import AuditData, RawData, read_data, subsample, validate
+from audit_core.data import (
+    AuditData,
+    RawData,
+    read_data,
+    read_data_labels,
+    subsample,
+    validate,
+)
 from audit_core.errors import AuditError, ConfigError, DataError, ExitCode, NotApplicable
 from audit_core.findings import Evidence, Finding, Method, Severity, Status
 from audit_core.model import AuditedModel, audited, bundled_dataset
@@ -76,7 +83,7 @@ def run_audit(
     """Run every selected analysis on every model; return the report (nothing is written)."""
     started, clock = _now(), time.perf_counter()
     plan = _plan(settings, host)
-    models, data = load_models_and_data(settings, ui)
+    models, data = load_models_and_data(settings, ui, host)
     runs: list[AnalysisRun] = []
     findings: list[Finding] = []
     exports: dict[tuple[str, str], dict[str, np.ndarray]] = {}
@@ -144,13 +151,13 @@ def _plan(settings: Settings, host: PluginHost) -> _Plan:
 
 
 def load_models_and_data(
-    settings: Settings, ui: RunUI
+    settings: Settings, ui: RunUI, host: PluginHost | None = None
 ) -> tuple[list[AuditedModel], AuditData | None]:
     """Load every model, read and validate the data, run the fidelity checks."""
     if not settings.models:
         raise ConfigError("no model given (usage: audit MODEL.onnx [MODEL2.onnx ...])")
     rng = np.random.default_rng(settings.seed)
-    raw = read_data(settings.data, settings.labels) if settings.data else None
+    raw = _read(settings, host) if settings.data else None
     sample_shape = _sample_shape(raw)
     loaded = []
     for path in settings.models:
@@ -167,6 +174,17 @@ def load_models_and_data(
         samples = None if data is None else data.x
         models.append(audited(model, name, samples, rng, bounds=bounds))
     return models, data
+
+
+def _read(settings: Settings, host: PluginHost | None) -> RawData:
+    """A plugin's ``audit_load_data`` first (first result wins), then the built-in readers."""
+    path = Path(settings.data)
+    raw = host.hook.audit_load_data(path=path) if host is not None and path.is_file() else None
+    if raw is None:
+        return read_data(path, settings.labels)
+    if settings.labels is not None:
+        raw = replace(raw, y=read_data_labels(Path(settings.labels)))
+    return replace(raw, source=raw.source or str(path))
 
 
 def _sample_shape(raw: RawData | None) -> tuple[int, ...] | None:

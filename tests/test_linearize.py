@@ -6,7 +6,6 @@ import numpy as np
 import onnx
 import pytest
 import torch
-from helpers import corpus
 from onnx import helper, numpy_helper
 
 import audit_model_zoo as zoo
@@ -14,6 +13,7 @@ from audit_core.errors import NotApplicable
 from audit_core.linearize import decision_distances, linearize
 from audit_core.onnx_import import load_onnx
 from audit_core.testing import mlp_onnx, random_mlp
+from helpers import corpus
 
 
 def _leaky_mlp(tmp_path):
