@@ -93,7 +93,7 @@ def test_unknown_formats(tmp_path, suffix) -> None:
 def test_truncated_npz(tmp_path) -> None:
     good = zoo.dataset_path("digits_mlp2").read_bytes()
     (tmp_path / "cut.npz").write_bytes(good[: len(good) // 2])
-    with pytest.raises(DataError, match="not a readable .npz"):
+    with pytest.raises(DataError, match=r"not a readable \.npz"):
         read_data(tmp_path / "cut.npz")
 
 

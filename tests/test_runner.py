@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import numpy as np
 import pytest
 
@@ -21,7 +23,7 @@ class Probe(Analysis):
 
     name = "probe"
     title = "Probe"
-    seen: list = []
+    seen: ClassVar[list] = []
 
     def run(self, ctx):
         Probe.seen.append((ctx.model.name, len(ctx.models), ctx.eps, ctx.rng.random()))
