@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from helpers import corpus
 
 import audit_model_zoo as zoo
 from audit_core.console import QuietUI
@@ -12,6 +11,7 @@ from audit_core.findings import Status
 from audit_core.plugins import PluginHost
 from audit_core.runner import run_audit
 from audit_core.settings import Settings
+from helpers import corpus
 
 
 def _audit(model, **settings):

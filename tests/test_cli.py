@@ -18,6 +18,12 @@ from helpers import corpus
 PREVIOUS = "previous report, must survive a failed run"
 
 
+@pytest.fixture(autouse=True)
+def only_the_attack_plugin(monkeypatch):
+    """These tests exercise the CLI; one fast built-in analysis keeps them quick and stable."""
+    monkeypatch.setenv("AUDIT_PLUGINS", "attack-bound")
+
+
 def _assert_one_line_error(run, code: int, *needles: str) -> None:
     assert run.exit_code == code, run.stderr
     lines = [line for line in run.stderr.splitlines() if line.strip()]

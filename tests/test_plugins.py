@@ -176,8 +176,11 @@ def test_third_party_plugin_is_listed_runs_and_is_in_the_report(
     assert (run.out_dir / "weight-norm-was-here.txt").read_text() == "1"
 
 
-def test_crashing_analysis_becomes_an_error_finding(site, run_audit, tiny_model, tiny_data) -> None:
+def test_crashing_analysis_becomes_an_error_finding(
+    site, run_audit, tiny_model, tiny_data, monkeypatch
+) -> None:
     install_plugin(site, "crashing", CRASHING_PLUGIN)
+    monkeypatch.setenv("AUDIT_PLUGINS", "attack-bound,crashing")
     run = run_audit(tiny_model, "--data", tiny_data, "--samples", "4", "--fail-on", "high")
     assert run.exit_code == 1
     findings = {f["analysis"]: f for f in run.report["findings"]}
@@ -195,10 +198,13 @@ def test_strict_stops_at_the_crash_without_a_report(site, run_audit, tiny_model,
     assert not (run.out_dir / "report.json").exists()
 
 
-def test_broken_plugins_are_reported_not_fatal(site, run_audit, tiny_model, tiny_data) -> None:
+def test_broken_plugins_are_reported_not_fatal(
+    site, run_audit, tiny_model, tiny_data, monkeypatch
+) -> None:
     install_plugin(site, "broken", BROKEN_IMPORT)
     install_plugin(site, "unknown-hook", UNKNOWN_HOOK)
     install_plugin(site, "duplicate", DUPLICATE_AND_INVALID)
+    monkeypatch.setenv("AUDIT_PLUGINS", "attack-bound,broken,unknown-hook,duplicate")
     listing = {p["name"]: p for p in json.loads(run_audit("plugins", "--json").stdout)}
     assert "cannot be imported" in listing["broken"]["error"]
     assert "audit_frobnicate" in listing["unknown-hook"]["error"]
@@ -220,8 +226,11 @@ def test_environment_variable_limits_loading(site, run_audit, monkeypatch) -> No
     assert json.loads(run_audit("plugins", "--json").stdout) == []
 
 
-def test_data_loader_hook_reads_a_new_format(site, run_audit, tiny_model, tmp_path) -> None:
+def test_data_loader_hook_reads_a_new_format(
+    site, run_audit, tiny_model, tmp_path, monkeypatch
+) -> None:
     install_plugin(site, "txt-loader", TXT_LOADER)
+    monkeypatch.setenv("AUDIT_PLUGINS", "attack-bound,txt-loader")
     data = tmp_path / "points.txt"
     data.write_text("0.1 0.2 0.3 0.4 1\n0.5 0.5 0.5 0.5 0\n0.9 0.1 0.9 0.1 2\n")
     run = run_audit(tiny_model, "--data", data)
