@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import textwrap
 from pathlib import Path
 
 CORPUS = Path(
@@ -16,3 +17,13 @@ def corpus(relative: str) -> Path:
     path = CORPUS / relative
     assert path.is_file(), f"corpus file missing: {path}"
     return path
+
+
+def install_plugin(site: Path, name: str, source: str, version: str = "1.2.3") -> None:
+    """A distribution on ``site`` exposing ``name`` in the robustness_audit group."""
+    module = name.replace("-", "_")
+    (site / f"{module}.py").write_text(textwrap.dedent(source))
+    info = site / f"{module}-{version}.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n")
+    (info / "entry_points.txt").write_text(f"[robustness_audit]\n{name} = {module}\n")

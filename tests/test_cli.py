@@ -13,7 +13,7 @@ from onnx import TensorProto, helper
 
 from audit_core import __version__
 from audit_core.testing import mlp_onnx, random_mlp, save_dataset, save_model
-from helpers import corpus
+from helpers import corpus, install_plugin
 
 PREVIOUS = "previous report, must survive a failed run"
 
@@ -359,3 +359,67 @@ def test_corpus_model_with_corpus_samples(run_audit, tmp_path) -> None:
     )
     assert run.exit_code == 0, run.stderr
     assert run.report["models"][0]["accuracy"] == 1.0
+
+
+SLOW_PLUGIN = """
+import time
+from pathlib import Path
+from audit_core.analysis import Analysis, Requirements
+from audit_core.hookspecs import hookimpl
+
+class Slow(Analysis):
+    name = "slow"
+    requires = Requirements(data=False)
+
+    def run(self, ctx):
+        Path(ctx.settings.out).parent.joinpath("started").write_text("yes")
+        time.sleep(120)
+        return []
+
+@hookimpl
+def audit_register_analyses(register):
+    register(Slow())
+"""
+
+
+def test_sigterm_exits_2_without_touching_the_reports(tmp_path, tiny_model) -> None:
+    """A real process interrupted mid-analysis: exit code 2, previous reports intact."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    site = tmp_path / "site"
+    site.mkdir()
+    install_plugin(site, "slow", SLOW_PLUGIN)
+    out = _previous_reports(tmp_path)
+    command = [sys.executable, "-c", "from audit_core.cli import main; raise SystemExit(main())"]
+    env = {**os.environ, "AUDIT_PLUGINS": "slow", "PYTHONPATH": str(site)}
+    process = subprocess.Popen(
+        [*command, str(tiny_model), "--out", str(out)], stderr=subprocess.PIPE, text=True, env=env
+    )
+    deadline = time.monotonic() + 120
+    while not (tmp_path / "started").exists() and time.monotonic() < deadline:
+        assert process.poll() is None, process.communicate()[1]
+        time.sleep(0.2)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 2, stderr
+    assert "interrupted" in stderr and "Traceback" not in stderr
+    _assert_untouched(out)
+
+
+def test_internal_errors_exit_3_with_one_line(
+    run_audit, tiny_model, tiny_data, monkeypatch
+) -> None:
+    from audit_core import runner
+
+    def broken(*args, **kwargs):
+        raise ZeroDivisionError("a bug in the tool")
+
+    monkeypatch.setattr(runner, "_data_info", broken)
+    run = run_audit(tiny_model, "--data", tiny_data, "--samples", "3")
+    assert run.exit_code == 3
+    assert run.stderr.strip().startswith("audit: internal error: ZeroDivisionError: a bug")
+    assert "Traceback" not in run.stderr

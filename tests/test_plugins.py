@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import json
 import sys
-import textwrap
-from pathlib import Path
 
 import pytest
 
 from audit_core.analysis import Analysis
 from audit_core.plugins import PluginHost
+from helpers import install_plugin
 
 GOOD_PLUGIN = """
 from dataclasses import dataclass
@@ -83,6 +82,8 @@ def audit_frobnicate(widget):
 """
 
 DUPLICATE_AND_INVALID = """
+from helpers import install_plugin
+
 from audit_core.analysis import Analysis
 from audit_core.hookspecs import hookimpl
 
@@ -117,16 +118,6 @@ def audit_load_data(path):
     table = np.array(rows)
     return RawData(x=table[:, :-1], y=table[:, -1].astype(int), source=str(path))
 """
-
-
-def install_plugin(site: Path, name: str, source: str, version: str = "1.2.3") -> None:
-    """A distribution on ``site`` exposing ``name`` in the robustness_audit group."""
-    module = name.replace("-", "_")
-    (site / f"{module}.py").write_text(textwrap.dedent(source))
-    info = site / f"{module}-{version}.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n")
-    (info / "entry_points.txt").write_text(f"[robustness_audit]\n{name} = {module}\n")
 
 
 @pytest.fixture
