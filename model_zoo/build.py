@@ -68,6 +68,16 @@ PGD_TRAIN_STEPS = 10
 PGD_EVAL_STEPS = 100
 NONNEG_PAIR = (4, 9)
 NONNEG_THRESHOLD = 1.0
+FAMILY_PARTS = 3  # transfer families: disjoint parts of the digits training split
+FAMILY_SEED = 0
+SVM_C = 1.0  # sklearn's LinearSVC default, as in Charles et al. 2019, Sec. 7
+# Charles et al. 2019, App. A.9, corrected (the printed net misclassifies x1 and x2):
+# f(x) = relu(-x_1 - 1/2) + relu(x_1 - 1/2); label +1 (class 1) iff f(x) > 0.
+A9_X = np.array([[-1.0, 1.0], [1.0, 1.0], [0.0, -1.0]])
+A9_Y = np.array([1, 1, 0])
+A9_W = np.array([[-1.0, 0.0], [1.0, 0.0]])
+A9_B = np.array([-0.5, -0.5])
+A9_V = np.array([1.0, 1.0])
 
 
 @dataclass(frozen=True)
@@ -128,12 +138,24 @@ def _sphere_arrays() -> dict[str, np.ndarray]:
     return audit_arrays(x, (y > 0).astype(np.int64), ("-1", "+1"), (-r, r))
 
 
+@cache
+def _family_parts() -> tuple[np.ndarray, ...]:
+    """Disjoint parts (sorted training indices) of a seed-``FAMILY_SEED`` permutation."""
+    perm = np.random.default_rng(FAMILY_SEED).permutation(len(_digits().y_train))
+    return tuple(np.sort(part) for part in np.array_split(perm, FAMILY_PARTS))
+
+
+def _a9_arrays() -> dict[str, np.ndarray]:
+    return audit_arrays(A9_X, A9_Y, ("-1", "+1"), (-2.0, 2.0))
+
+
 DATASETS: dict[str, Callable[[], dict[str, np.ndarray]]] = {
     "digits_test": lambda: _digits_arrays(_digits(), _digits().x_test),
     "digits_test_images": lambda: _digits_arrays(_digits(), _images(_digits().x_test)),
     "digits_3v7_test": lambda: _digits_arrays(_pair(3, 7), _pair(3, 7).x_test),
     "digits_4v9_test": lambda: _digits_arrays(_pair(*NONNEG_PAIR), _pair(*NONNEG_PAIR).x_test),
     "sphere_train": _sphere_arrays,
+    "a9_three_points": _a9_arrays,
 }
 
 
@@ -258,6 +280,96 @@ def _train_nonneg() -> Trained:
     return Trained(graph, "Gemm 64->32, Relu, Gemm 32->1 (v >= 0, bias -a, a = 1)", info)
 
 
+def _family_data(part: int) -> tuple[np.ndarray, np.ndarray, str]:
+    split, index = _digits(), _family_parts()[part]
+    described = (
+        f"digits train split, part {part} of {FAMILY_PARTS} ({len(index)} samples; "
+        f"disjoint parts of a seed-{FAMILY_SEED} permutation)"
+    )
+    return split.x_train[index], split.y_train[index], described
+
+
+def _train_svm_part(part: int) -> Trained:
+    from sklearn.svm import LinearSVC
+
+    x, y, described = _family_data(part)
+    svm = LinearSVC(C=SVM_C, random_state=0, max_iter=20000).fit(x, y)
+    info = {
+        "trainer": "sklearn LinearSVC (liblinear, one-vs-rest, squared hinge, dual)",
+        "C": SVM_C,
+        "data": described,
+        "seed": 0,
+        "iterations": int(np.max(svm.n_iter_)),
+        "train_accuracy": float(svm.score(x, y)),
+    }
+    graph = mlp_graph([(svm.coef_, svm.intercept_)])
+    return Trained(graph, "Gemm 64->10 (one-vs-rest linear SVM)", info)
+
+
+def _train_mlp_part(part: int) -> Trained:
+    x, y, described = _family_data(part)
+    config = TrainConfig(epochs=100, batch_size=32, lr=3e-3, weight_decay=1e-4)
+    model, losses = fit(lambda: mlp([64, 32, 10]), x, y, config)
+    info = _adam(config, described, loss="cross-entropy", final_train_loss=losses[-1])
+    return Trained(mlp_graph(mlp_layers(model)), "Gemm 64->32, Relu, Gemm 32->10", info)
+
+
+def _build_a9() -> Trained:
+    info = {
+        "recipe": "fixed weights, no training: Charles et al. 2019, App. A.9, corrected",
+        "network": "f(x) = relu(-x_1 - 1/2) + relu(x_1 - 1/2); logit = f(x), no output bias",
+        "decision": "class 1 (label +1) iff f(x) > 0; the boundary f = 0 is class 0 (label -1)",
+        "convex_region": "class 0 = {f <= 0} = the strip |x_1| <= 1/2 (Lemma 13)",
+        "max_margin_direction": [0.0, 1.0],
+    }
+    graph = depth2_graph(A9_W, A9_B, A9_V, output_bias=None)
+    return Trained(graph, "Gemm 2->2, Relu, Gemm 2->1 without bias (v = 1)", info)
+
+
+def _family_specs() -> tuple[Spec, ...]:
+    svms = tuple(
+        Spec(
+            f"digits_svm_part{k}",
+            "digits_test",
+            "digits test split",
+            (64,),
+            10,
+            17,
+            f"Linear SVM (LinearSVC, one-vs-rest) on part {k} of {FAMILY_PARTS} of the "
+            "digits training split; transfer family (Charles et al. 2019, Sec. 7).",
+            lambda k=k: _train_svm_part(k),
+        )
+        for k in range(FAMILY_PARTS)
+    )
+    mlps = tuple(
+        Spec(
+            f"digits_mlp2_part{k}",
+            "digits_test",
+            "digits test split",
+            (64,),
+            10,
+            17,
+            f"2-layer ReLU MLP 64-32-10 on part {k} of {FAMILY_PARTS} of the digits "
+            "training split; transfer family (Charles et al. 2019, Sec. 7).",
+            lambda k=k: _train_mlp_part(k),
+        )
+        for k in range(FAMILY_PARTS)
+    )
+    a9 = Spec(
+        "transfer_a9",
+        "a9_three_points",
+        "the three points of App. A.9",
+        (2,),
+        1,
+        17,
+        "Charles et al. 2019, App. A.9 (corrected): logit f(x) = relu(-x_1 - 1/2) + "
+        "relu(x_1 - 1/2), class 1 (label +1) iff f > 0; the max-margin direction (0, 1) "
+        "does not transfer to it.",
+        _build_a9,
+    )
+    return (*svms, *mlps, a9)
+
+
 _TEST = "digits test split"
 SPECS: tuple[Spec, ...] = (
     Spec(
@@ -354,6 +466,7 @@ SPECS: tuple[Spec, ...] = (
         "v^T relu(Wx+b) - a with v >= 0, a = 1; digit 4 (0) vs 9 (1).",
         _train_nonneg,
     ),
+    *_family_specs(),
 )
 
 

@@ -35,8 +35,17 @@ EXPECTED = {
     "binary_fc3_pgd",
     "sphere_depth2",
     "nonneg_2layer",
+    "digits_svm_part0",
+    "digits_svm_part1",
+    "digits_svm_part2",
+    "digits_mlp2_part0",
+    "digits_mlp2_part1",
+    "digits_mlp2_part2",
+    "transfer_a9",
 }
 NAMES = zoo.names()
+FAMILY = {n for n in EXPECTED if "_part" in n}
+"""Transfer families (Charles et al. 2019, Sec. 7), each trained on a third of the data."""
 
 
 def _model(name: str) -> onnx.ModelProto:
@@ -86,7 +95,7 @@ def test_dataset_loads_and_validates(name: str) -> None:
 def test_accuracy_matches_manifest(name: str) -> None:
     accuracy = onnx_accuracy(zoo.model_path(name), zoo.dataset_path(name))
     assert abs(accuracy - zoo.entry(name)["accuracy"]) <= 1e-9
-    assert accuracy >= 0.95
+    assert accuracy >= (0.93 if name in FAMILY else 0.95)
 
 
 def test_sphere_depth2_fits_its_training_set_without_output_bias() -> None:
@@ -109,6 +118,30 @@ def test_nonneg_2layer_is_in_class_r_prime() -> None:
     v, bias = weights[output.input[1]], weights[output.input[2]]
     assert v.shape[0] == 1 and (v >= 0).all()
     assert bias.shape == (1,) and -bias[0] > 0  # logit = f(x) - a with a > 0
+
+
+def test_transfer_families_train_on_disjoint_thirds() -> None:
+    from audit_model_zoo.build import _family_parts
+
+    parts = _family_parts()
+    assert len(parts) == 3 and sum(len(p) for p in parts) == 1347
+    assert len(np.unique(np.concatenate(parts))) == 1347  # disjoint, covering the split
+    for family, ops in (("digits_svm", ["Gemm"]), ("digits_mlp2", ["Gemm", "Relu", "Gemm"])):
+        weights = []
+        for k in range(3):
+            model = _model(f"{family}_part{k}")
+            assert [n.op_type for n in model.graph.node] == ops  # same architecture
+            weights.append(numpy_helper.to_array(model.graph.initializer[0]))
+        assert not np.allclose(weights[0], weights[1])  # different data, different models
+
+
+def test_transfer_a9_fits_its_three_points_with_f_itself_as_logit() -> None:
+    data = load_npz(zoo.dataset_path("transfer_a9"))
+    np.testing.assert_array_equal(data["x"], [[-1, 1], [1, 1], [0, -1]])
+    np.testing.assert_array_equal(data["y"], [1, 1, 0])
+    logits = onnx_logits(zoo.model_path("transfer_a9"), data["x"])[:, 0]
+    np.testing.assert_allclose(logits, [0.5, 0.5, 0.0])  # f(x3) = 0: on the class-0 side
+    assert (decide(logits[:, None]) == data["y"]).all()
 
 
 def test_mlp3_uses_matmul_add_and_gemm() -> None:

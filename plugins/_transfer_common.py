@@ -1,0 +1,82 @@
+"""Small shared pieces of the transfer analyses (norms, flips along rays, labels)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from audit_core.data import AuditData
+from audit_core.graph import LayerGraph
+
+from ._transfer_models import predict
+
+_ROWS_BUDGET = 2**22  # floats per batch of perturbed inputs
+
+
+def norm_of(v: np.ndarray, norm: str) -> np.ndarray:
+    """l2 or linf norm along the last axis."""
+    return np.abs(v).max(axis=-1) if norm == "linf" else np.linalg.norm(v, axis=-1)
+
+
+def class_name(data: AuditData, k: int) -> str:
+    return data.class_names[k] if data.class_names else str(k)
+
+
+def box_diameter(data: AuditData) -> float:
+    """l2 diameter of the input box ``[lower, upper]^D``."""
+    return float(np.sqrt(data.flat.shape[1]) * (data.upper - data.lower))
+
+
+def flip_curves(
+    graph: LayerGraph, points: np.ndarray, directions: np.ndarray, label: int, scales: np.ndarray
+) -> np.ndarray:
+    """``(R, G)``: fraction of ``points`` with ``h(x + s d_r) != label`` per direction and scale.
+
+    Perturbed inputs are built in batches of whole directions (``(G, n, D)`` each).
+    """
+    if len(points) == 0:
+        return np.full((len(directions), len(scales)), np.nan)
+    per_direction = len(scales) * points.size
+    step = max(1, _ROWS_BUDGET // max(per_direction, 1))
+    out = []
+    for start in range(0, len(directions), step):
+        dirs = directions[start : start + step]
+        rows = points[None, None] + scales[None, :, None, None] * dirs[:, None, None, :]
+        labels = predict(graph, rows.reshape(-1, points.shape[1]))
+        out.append((labels.reshape(len(dirs), len(scales), len(points)) != label).mean(axis=2))
+    return np.concatenate(out)
+
+
+def first_flip_on_grid(
+    graph: LayerGraph,
+    points: np.ndarray,
+    directions: np.ndarray,
+    label: int,
+    scales: np.ndarray,
+) -> np.ndarray:
+    """``(R, n)``: the first grid scale ``s`` with ``h(x + s d_r) != label`` (``inf`` if none)."""
+    per_direction = len(scales) * points.size
+    step = max(1, _ROWS_BUDGET // max(per_direction, 1))
+    out = []
+    for start in range(0, len(directions), step):
+        dirs = directions[start : start + step]
+        rows = points[None, None] + scales[None, :, None, None] * dirs[:, None, None, :]
+        labels = predict(graph, rows.reshape(-1, points.shape[1]))
+        flipped = labels.reshape(len(dirs), len(scales), len(points)) != label
+        first = np.where(flipped.any(axis=1), scales[flipped.argmax(axis=1)], np.inf)
+        out.append(first)
+    return np.concatenate(out) if out else np.zeros((0, len(points)))
+
+
+def smallest_reaching(scales: np.ndarray, curve: np.ndarray, level: float) -> float:
+    """Smallest grid value where ``curve >= level`` (``inf`` if never)."""
+    hits = np.flatnonzero(np.nan_to_num(curve, nan=0.0) >= level)
+    return float(scales[hits[0]]) if hits.size else float("inf")
+
+
+def quantile_or_inf(values: np.ndarray, q: float) -> float:
+    """``q``-quantile of values that may contain ``inf`` (``inf`` when it falls there)."""
+    if values.size == 0:
+        return float("nan")
+    ordered = np.sort(values)
+    position = int(np.ceil(q * len(ordered))) - 1
+    return float(ordered[max(position, 0)])
