@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -127,7 +127,7 @@ class MinimalAttackConfig:
     """
 
     steps: int = 40
-    restarts: int = 2
+    restarts: int = 10
     step_fraction: float = 0.08
     bisection_steps: int = 10
     bisection_rtol: float = 1e-3
@@ -159,8 +159,9 @@ def _as_inputs(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Te
     x = torch.as_tensor(x, dtype=torch.float64).detach()
     y = torch.as_tensor(y).long().reshape(-1)
     if x.dim() < 2 or x.shape[0] != y.shape[0]:
-        raise ValueError(f"x must be (N, *input_shape) and y (N,); got {tuple(x.shape)}, "
-                         f"{tuple(y.shape)}")
+        raise ValueError(
+            f"x must be (N, *input_shape) and y (N,); got {tuple(x.shape)}, {tuple(y.shape)}"
+        )
     return x, y
 
 
@@ -214,31 +215,39 @@ def _safe_radius(x: torch.Tensor, eps: torch.Tensor, norm: str) -> torch.Tensor:
 
 @dataclass(frozen=True)
 class _Box:
-    """Input bounds expanded to the shape of ``x`` (``None`` = unbounded side)."""
+    """Input bounds, broadcastable to ``x`` (``None`` = unbounded side).
+
+    A bound with a leading sample axis (``per_sample``) follows sub-batches; any other
+    bound (a float, a per-feature tensor) is shared by all samples.
+    """
 
     lower: torch.Tensor | None
     upper: torch.Tensor | None
+    per_sample: bool = False
 
     @staticmethod
     def make(x: torch.Tensor, lower: BoundLike, upper: BoundLike) -> _Box:
-        lo = None if lower is None else torch.as_tensor(lower, dtype=torch.float64).expand_as(x)
-        up = None if upper is None else torch.as_tensor(upper, dtype=torch.float64).expand_as(x)
-        box = _Box(lo, up)
-        if lo is not None and up is not None and bool(torch.any(lo > up)):
+        bounds = [_as_bound(b, x) for b in (lower, upper)]
+        per_sample = any(b is not None and b.dim() == x.dim() and b.shape[0] > 1 for b in bounds)
+        box = _Box(bounds[0], bounds[1], per_sample)
+        if box.lower is not None and box.upper is not None and bool((box.lower > box.upper).any()):
             raise ValueError("lower bound above upper bound")
         if not bool(torch.all(box.contains(x))):
             raise ValueError("x lies outside the input bounds [lower, upper]")
         return box
 
     def take(self, idx: torch.Tensor) -> _Box:
-        return _Box(None if self.lower is None else self.lower[idx],
-                    None if self.upper is None else self.upper[idx])
+        """Bounds of the sub-batch ``x[idx]``."""
+        if not self.per_sample:
+            return self
+        return _Box(*(None if b is None else b[idx] for b in (self.lower, self.upper)), True)
 
-    def lower_of(self, idx: torch.Tensor) -> torch.Tensor | None:
-        return None if self.lower is None else self.lower[idx]
-
-    def upper_of(self, idx: torch.Tensor) -> torch.Tensor | None:
-        return None if self.upper is None else self.upper[idx]
+    def repeat(self, m: int) -> _Box:
+        """Bounds of ``x.repeat(m, ...)``."""
+        if not self.per_sample:
+            return self
+        reps = [_repeat_rows(b, m) if b is not None else None for b in (self.lower, self.upper)]
+        return _Box(reps[0], reps[1], True)
 
     def clip(self, z: torch.Tensor) -> torch.Tensor:
         if self.lower is None and self.upper is None:
@@ -246,18 +255,32 @@ class _Box:
         return torch.clamp(z, min=self.lower, max=self.upper)
 
     def contains(self, z: torch.Tensor) -> torch.Tensor:
-        ok = torch.ones(z.shape[0], dtype=torch.bool)
-        flat = _flatten(z)
+        ok = torch.isfinite(_flatten(z)).all(1)
         if self.lower is not None:
-            ok &= (flat >= _flatten(self.lower)).all(1)
+            ok &= _flatten(z >= self.lower).all(1)
         if self.upper is not None:
-            ok &= (flat <= _flatten(self.upper)).all(1)
-        return ok & torch.isfinite(flat).all(1)
+            ok &= _flatten(z <= self.upper).all(1)
+        return ok
 
-    def diameter(self, norm: str) -> torch.Tensor | None:
+    def diameter(self, like: torch.Tensor, norm: str) -> torch.Tensor | None:
+        """Per-sample size of the box in ``norm`` (``None`` if a side is unbounded)."""
         if self.lower is None or self.upper is None:
             return None
-        return _flat_norm(self.upper - self.lower, norm)
+        return _flat_norm((self.upper - self.lower).expand_as(like), norm)
+
+
+def _as_bound(bound: BoundLike, x: torch.Tensor) -> torch.Tensor | None:
+    if bound is None:
+        return None
+    t = torch.as_tensor(bound, dtype=torch.float64).detach()
+    if torch.broadcast_shapes(t.shape, x.shape) != x.shape:
+        raise ValueError(f"bound of shape {tuple(t.shape)} does not broadcast to {tuple(x.shape)}")
+    return t
+
+
+def _repeat_rows(t: torch.Tensor, m: int) -> torch.Tensor:
+    """``t`` stacked ``m`` times along the sample axis."""
+    return t.repeat(m, *([1] * (t.dim() - 1)))
 
 
 def _logits(model: Model, z: torch.Tensor) -> torch.Tensor:
@@ -286,8 +309,15 @@ def _margin_grad(model: Model, z: torch.Tensor, y: torch.Tensor) -> tuple[torch.
     return logits.detach(), grad
 
 
-def _finalize(model: Model, x: torch.Tensor, y: torch.Tensor, x_adv: torch.Tensor, box: _Box,
-              norm: str, eps: torch.Tensor | None = None) -> AttackResult:
+def _finalize(
+    model: Model,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    x_adv: torch.Tensor,
+    box: _Box,
+    norm: str,
+    eps: torch.Tensor | None = None,
+) -> AttackResult:
     """Verify ``x_adv`` by a forward pass and measure the exact distances."""
     ok = _is_adversarial(_logits(model, x_adv), y, 0.0) & box.contains(x_adv)
     dist = torch.from_numpy(_numpy_distance(x_adv.numpy(), x.numpy(), norm))
@@ -301,20 +331,20 @@ def _project(delta: torch.Tensor, radius: torch.Tensor, norm: str) -> torch.Tens
     """Euclidean projection of ``delta`` onto the ``norm`` ball of per-sample ``radius``."""
     r = _bc(radius, delta)
     if norm == "linf":
-        return torch.maximum(torch.minimum(delta, r), -r)
+        return torch.clamp(delta, min=-r, max=r)
     size = _bc(_flat_norm(delta, "l2"), delta)
-    scale = torch.where(size > r, r / size.clamp_min(1e-300), torch.ones_like(size))
-    return delta * scale
+    return delta * (r / size.clamp_min(1e-300)).clamp_max(1.0)
 
 
-def _random_in_ball(like: torch.Tensor, radius: torch.Tensor, norm: str,
-                    gen: torch.Generator) -> torch.Tensor:
+def _random_in_ball(
+    like: torch.Tensor, radius: torch.Tensor, norm: str, gen: torch.Generator
+) -> torch.Tensor:
     """Uniform samples in the ball (l2: direction on the sphere, length ``r U^(1/d)``)."""
     r = _bc(radius, like)
     if norm == "linf":
         u = torch.rand(like.shape, generator=gen, dtype=torch.float64)
         return (2.0 * u - 1.0) * r
-    d = like[0].numel()
+    d = max(1, math.prod(like.shape[1:]))
     g = torch.randn(like.shape, generator=gen, dtype=torch.float64)
     g = g / _bc(_flat_norm(g, "l2").clamp_min(1e-300), g)
     u = torch.rand(like.shape[0], generator=gen, dtype=torch.float64) ** (1.0 / d)
@@ -325,19 +355,28 @@ def _steepest_step(grad: torch.Tensor, size: torch.Tensor, norm: str) -> torch.T
     """Steepest *ascent* step of per-sample ``size`` in ``norm`` along ``grad``."""
     if norm == "linf":
         return _bc(size, grad) * grad.sign()
-    length = _bc(_flat_norm(grad, "l2"), grad)
-    unit = torch.where(length > 0, grad / length.clamp_min(1e-300), torch.zeros_like(grad))
-    return _bc(size, grad) * unit
+    length = _bc(_flat_norm(grad, "l2").clamp_min(1e-300), grad)
+    return grad * (_bc(size, grad) / length)
 
 
 # --------------------------------------------------------------------------- PGD
 
 
-def pgd(model: Model, x: torch.Tensor, y: torch.Tensor, eps: Radius, *, norm: str,
-        steps: int = 40, step_size: Radius | None = None, restarts: int = 1,
-        lower: BoundLike = None, upper: BoundLike = None,
-        generator: torch.Generator | None = None,
-        x_init: torch.Tensor | None = None) -> AttackResult:
+def pgd(
+    model: Model,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    eps: Radius,
+    *,
+    norm: str,
+    steps: int = 40,
+    step_size: Radius | None = None,
+    restarts: int = 1,
+    lower: BoundLike = None,
+    upper: BoundLike = None,
+    generator: torch.Generator | None = None,
+    x_init: torch.Tensor | None = None,
+) -> AttackResult:
     """Projected gradient descent on the margin (Madry et al. 2018).
 
     Minimises the margin ``true logit - best other logit`` (the CW loss) over the
@@ -345,13 +384,14 @@ def pgd(model: Model, x: torch.Tensor, y: torch.Tensor, eps: Radius, *, norm: st
     restart begins at a uniformly random point of the ball (the first at ``x_init``
     projected into the ball, when given); steps follow the steepest-descent direction of
     the norm (sign of the gradient for linf, normalised gradient for l2) and are then
-    projected. A sample stops as soon as an iterate is adversarial; otherwise the iterate
-    with the smallest margin over all restarts is kept.
+    projected. Restarts run side by side in one batch (as memory allows). A sample stops
+    as soon as one of its iterates is adversarial; otherwise the iterate with the
+    smallest margin over all restarts is kept.
 
     Args:
         eps: radius, a float or a per-sample tensor ``(N,)``.
         step_size: float or ``(N,)``; default ``2.5 * eps / steps``.
-        restarts: number of starts.
+        restarts: number of starts per sample.
         x_init: optional starting points ``(N, *input_shape)`` for the first restart.
 
     Returns:
@@ -362,27 +402,31 @@ def pgd(model: Model, x: torch.Tensor, y: torch.Tensor, eps: Radius, *, norm: st
     box = _Box.make(x, lower, upper)
     n = x.shape[0]
     eps_t = _per_sample(eps, n, "eps")
-    step = 2.5 * eps_t / max(steps, 1) if step_size is None else _per_sample(step_size, n,
-                                                                             "step_size")
+    step = (
+        2.5 * eps_t / max(steps, 1) if step_size is None else _per_sample(step_size, n, "step_size")
+    )
     logits = _logits(model, x)
     done = _is_adversarial(logits, y, 0.0)
     best = _Best(x.clone(), torch.where(done, margin(logits, y), math.inf))
     radius = _safe_radius(x, eps_t, norm)
     gen = _generator(generator)
-    for restart in range(restarts):
+    group = max(1, _PGD_BATCH_ELEMENTS // max(1, x.numel()))
+    for first in range(0, restarts, group):
         idx = (~done).nonzero().flatten()
         if idx.numel() == 0:
             break
-        xi = x[idx]
-        if restart == 0 and x_init is not None:
-            start = _project(x_init[idx].to(torch.float64) - xi, radius[idx], norm)
-        else:
-            start = _random_in_ball(xi, radius[idx], norm, gen)
-        run = _PGDRun(model, xi, y[idx], radius[idx], step[idx], norm, box.take(idx))
-        z, m, adv = run.execute(box.take(idx).clip(xi + start), steps)
+        init = None if first or x_init is None else x_init[idx].to(torch.float64)
+        reps = min(group, restarts - first)
+        run = _PGDRun.replicate(
+            model, x[idx], y[idx], radius[idx], step[idx], norm, box.take(idx), reps
+        )
+        z, m, adv = run.execute(run.starts(init, gen), steps)
         best.update(idx, z, m)
         done[idx] |= adv
     return _finalize(model, x, y, best.x, box, norm, eps_t)
+
+
+_PGD_BATCH_ELEMENTS = 2**23
 
 
 @dataclass
@@ -400,7 +444,12 @@ class _Best:
 
 @dataclass(frozen=True)
 class _PGDRun:
-    """One PGD restart on a sub-batch; samples drop out once adversarial."""
+    """Restarts of PGD on a sub-batch, as replicas of every sample in one batch.
+
+    Replica ``r`` of sample ``i`` is row ``r * n + i`` (``owner`` maps rows to samples).
+    Once a replica is adversarial, all replicas of its sample stop, and the batch is
+    compacted to the rows still running.
+    """
 
     model: Model
     x: torch.Tensor
@@ -409,40 +458,103 @@ class _PGDRun:
     step: torch.Tensor
     norm: str
     box: _Box
+    owner: torch.Tensor
+    n: int
+
+    @staticmethod
+    def replicate(
+        model: Model,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        radius: torch.Tensor,
+        step: torch.Tensor,
+        norm: str,
+        box: _Box,
+        reps: int,
+    ) -> _PGDRun:
+        rows = torch.arange(x.shape[0]).repeat(reps)
+        sub = (x[rows], y[rows], radius[rows], step[rows])
+        return _PGDRun(model, *sub, norm, box.repeat(reps), rows, x.shape[0])
+
+    def take(self, keep: torch.Tensor) -> _PGDRun:
+        """The rows ``keep`` (bool mask) of this run."""
+        rows = keep.nonzero().flatten()
+        sub = (self.x[rows], self.y[rows], self.radius[rows], self.step[rows])
+        return _PGDRun(self.model, *sub, self.norm, self.box.take(rows), self.owner[rows], self.n)
+
+    def starts(self, init: torch.Tensor | None, gen: torch.Generator) -> torch.Tensor:
+        """Starting points: ``init`` for the first replica (if given), random ones else."""
+        first = 0 if init is None else self.n
+        delta = torch.empty_like(self.x)
+        if init is not None:
+            delta[:first] = _project(init - self.x[:first], self.radius[:first], self.norm)
+        delta[first:] = _random_in_ball(self.x[first:], self.radius[first:], self.norm, gen)
+        return self.box.clip(self.x + delta)
 
     def execute(self, z: torch.Tensor, steps: int) -> tuple[torch.Tensor, ...]:
-        """Run from ``z``; return the best iterates, their margins and an adversarial flag."""
-        n = self.x.shape[0]
-        best = _Best(z.clone(), torch.full((n,), math.inf, dtype=torch.float64))
-        adv = torch.zeros(n, dtype=torch.bool)
-        active = torch.arange(n)
+        """Run from ``z``; per sample: best iterate, its margin, and an adversarial flag."""
+        best = _Best(z.clone(), torch.full((z.shape[0],), math.inf, dtype=torch.float64))
+        adv = torch.zeros(self.n, dtype=torch.bool)
+        run, rows = self, torch.arange(z.shape[0])
+        feasible = run._feasible()
         for t in range(steps + 1):
-            za = z[active]
             if t == steps:
-                logits, grad = _logits(self.model, za), None
+                logits, grad = _logits(run.model, z), None
             else:
-                logits, grad = _margin_grad(self.model, za, self.y[active])
-            best.update(active, za, margin(logits, self.y[active]))
-            hit = _is_adversarial(logits, self.y[active], MARGIN_TOL)
-            adv[active[hit]] = True
-            if grad is None or bool(hit.all()):
+                logits, grad = _margin_grad(run.model, z, run.y)
+            best.update(rows, z, margin(logits, run.y))
+            adv[run.owner[_is_adversarial(logits, run.y, MARGIN_TOL)]] = True
+            keep = ~adv[run.owner]
+            if grad is None or not bool(keep.any()):
                 break
-            active, grad = active[~hit], grad[~hit]
-            z[active] = self._step(active, z[active], grad)
-        return best.x, best.score, adv
+            if not bool(keep.all()):
+                run, rows, z, grad = run.take(keep), rows[keep], z[keep], grad[keep]
+                feasible = run._feasible()
+            z = run._step(z, grad, feasible)
+        return *self._reduce(best), adv
 
-    def _step(self, idx: torch.Tensor, z: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
-        z = z - _steepest_step(grad, self.step[idx], self.norm)
-        delta = _project(z - self.x[idx], self.radius[idx], self.norm)
-        return self.box.take(idx).clip(self.x[idx] + delta)
+    def _reduce(self, best: _Best) -> tuple[torch.Tensor, torch.Tensor]:
+        """Best replica per sample."""
+        score, which = best.score.reshape(-1, self.n).min(0)
+        return best.x[which * self.n + torch.arange(self.n)], score
+
+    def _feasible(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """linf: the ball intersected with the bounds is a box ``[lo, hi]``; l2: ``None``."""
+        if self.norm != "linf":
+            return None
+        r = _bc(self.radius, self.x)
+        lo, hi = self.x - r, self.x + r
+        if self.box.lower is not None:
+            lo = torch.maximum(lo, self.box.lower)
+        if self.box.upper is not None:
+            hi = torch.minimum(hi, self.box.upper)
+        return lo, hi
+
+    def _step(
+        self, z: torch.Tensor, grad: torch.Tensor, feasible: tuple[torch.Tensor, ...] | None
+    ) -> torch.Tensor:
+        """Descent step on the margin, then projection onto ball and bounds."""
+        z = z - _steepest_step(grad, self.step, self.norm)
+        if feasible is not None:
+            return torch.clamp(z, min=feasible[0], max=feasible[1])
+        return self.box.clip(self.x + _project(z - self.x, self.radius, self.norm))
 
 
 # --------------------------------------------------------------------------- I-FGSM
 
 
-def iterated_fgsm(model: Model, x: torch.Tensor, y: torch.Tensor, eps: Radius, *,
-                  norm: str = "linf", steps: int, step_size: Radius | None = None,
-                  lower: BoundLike = None, upper: BoundLike = None) -> AttackResult:
+def iterated_fgsm(
+    model: Model,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    eps: Radius,
+    *,
+    norm: str = "linf",
+    steps: int,
+    step_size: Radius | None = None,
+    lower: BoundLike = None,
+    upper: BoundLike = None,
+) -> AttackResult:
     """Iterated FGSM / basic iterative method (Kurakin et al. 2016).
 
     Starting at ``x``, ``steps`` ascent steps on the cross-entropy loss (binary
@@ -457,8 +569,11 @@ def iterated_fgsm(model: Model, x: torch.Tensor, y: torch.Tensor, eps: Radius, *
     box = _Box.make(x, lower, upper)
     eps_t = _per_sample(eps, x.shape[0], "eps")
     radius = _safe_radius(x, eps_t, norm)
-    alpha = (1.25 * eps_t / max(steps, 1) if step_size is None
-             else _per_sample(step_size, x.shape[0], "step_size"))
+    alpha = (
+        1.25 * eps_t / max(steps, 1)
+        if step_size is None
+        else _per_sample(step_size, x.shape[0], "step_size")
+    )
     z = x.clone()
     for _ in range(steps):
         z = z + _steepest_step(_loss_grad(model, z, y), alpha, norm)
@@ -473,7 +588,8 @@ def _loss_grad(model: Model, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         logits = model(z)
         if logits.shape[1] == 1:
             loss = torch.nn.functional.binary_cross_entropy_with_logits(
-                logits[:, 0], y.to(logits.dtype), reduction="sum")
+                logits[:, 0], y.to(logits.dtype), reduction="sum"
+            )
         else:
             loss = torch.nn.functional.cross_entropy(logits, y, reduction="sum")
         return torch.autograd.grad(loss, z)[0]
@@ -482,9 +598,17 @@ def _loss_grad(model: Model, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 # --------------------------------------------------------------------------- DeepFool
 
 
-def deepfool(model: Model, x: torch.Tensor, y: torch.Tensor, *, norm: str = "l2",
-             max_iter: int = 50, overshoot: float = 0.02, lower: BoundLike = None,
-             upper: BoundLike = None) -> AttackResult:
+def deepfool(
+    model: Model,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    norm: str = "l2",
+    max_iter: int = 50,
+    overshoot: float = 0.02,
+    lower: BoundLike = None,
+    upper: BoundLike = None,
+) -> AttackResult:
     """Multi-class DeepFool (Moosavi-Dezfooli et al. 2016, Algorithm 2).
 
     At each iterate the classifier is linearised; for every class ``j != y`` the gap
@@ -506,7 +630,8 @@ def deepfool(model: Model, x: torch.Tensor, y: torch.Tensor, *, norm: str = "l2"
         logits, jac = _logits_and_jacobian(model, z[active])
         step = _deepfool_step(logits, jac, y[active], norm)
         moving = ~_is_adversarial(logits, y[active], MARGIN_TOL) & torch.isfinite(
-            _flatten(step)).all(1)
+            _flatten(step)
+        ).all(1)
         active, step = active[moving], step[moving]
         r_tot[active] += step
         z[active] = box.take(active).clip(x[active] + (1.0 + overshoot) * r_tot[active])
@@ -519,17 +644,19 @@ def _logits_and_jacobian(model: Model, z: torch.Tensor) -> tuple[torch.Tensor, t
     with torch.enable_grad():
         logits = model(z)
         k = logits.shape[1]
-        rows = [torch.autograd.grad(logits[:, j].sum(), z, retain_graph=j < k - 1)[0]
-                for j in range(k)]
+        rows = [
+            torch.autograd.grad(logits[:, j].sum(), z, retain_graph=j < k - 1)[0] for j in range(k)
+        ]
     return logits.detach(), torch.stack(rows, 1)
 
 
-def _class_gaps(logits: torch.Tensor, jac: torch.Tensor,
-                y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _class_gaps(
+    logits: torch.Tensor, jac: torch.Tensor, y: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Gaps ``g_j`` (< 0 while classified as ``y``), their gradients, and a validity mask."""
     n = logits.shape[0]
     if logits.shape[1] == 1:
-        s = (2.0 * y.to(logits.dtype) - 1.0)
+        s = 2.0 * y.to(logits.dtype) - 1.0
         return -s[:, None] * logits, -_bc(s, jac) * jac, torch.ones(n, 1, dtype=torch.bool)
     rows = torch.arange(n)
     gaps = logits - logits[rows, y][:, None]
@@ -539,14 +666,14 @@ def _class_gaps(logits: torch.Tensor, jac: torch.Tensor,
     return gaps, grads, valid
 
 
-def _deepfool_step(logits: torch.Tensor, jac: torch.Tensor, y: torch.Tensor,
-                   norm: str) -> torch.Tensor:
+def _deepfool_step(
+    logits: torch.Tensor, jac: torch.Tensor, y: torch.Tensor, norm: str
+) -> torch.Tensor:
     """Minimal step onto the closest linearised boundary (``inf`` where none exists)."""
     gaps, grads, valid = _class_gaps(logits, jac, y)
     n, k = gaps.shape
     flat = grads.reshape(n, k, math.prod(grads.shape[2:]))
-    dual = (torch.linalg.vector_norm(flat, 2, dim=2) if norm == "l2"
-            else flat.abs().sum(2))
+    dual = torch.linalg.vector_norm(flat, 2, dim=2) if norm == "l2" else flat.abs().sum(2)
     ratio = gaps.abs() / dual
     ratio = torch.where(valid & (dual > 0), ratio, torch.full_like(ratio, math.inf))
     best = ratio.argmin(1)
@@ -559,9 +686,18 @@ def _deepfool_step(logits: torch.Tensor, jac: torch.Tensor, y: torch.Tensor,
 # --------------------------------------------------------------------------- random search
 
 
-def random_search(model: Model, x: torch.Tensor, y: torch.Tensor, radius: Radius, *,
-                  norm: str, samples: int, lower: BoundLike = None, upper: BoundLike = None,
-                  generator: torch.Generator | None = None) -> AttackResult:
+def random_search(
+    model: Model,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    radius: Radius,
+    *,
+    norm: str,
+    samples: int,
+    lower: BoundLike = None,
+    upper: BoundLike = None,
+    generator: torch.Generator | None = None,
+) -> AttackResult:
     """Closest adversarial point among ``samples`` uniform draws in the ball per sample.
 
     l2: direction uniform on the sphere times ``radius * U^(1/d)``; linf: uniform in the
@@ -579,8 +715,8 @@ def random_search(model: Model, x: torch.Tensor, y: torch.Tensor, radius: Radius
     chunk = max(1, _RANDOM_CHUNK_ELEMENTS // max(1, x.numel()))
     for start in range(0, samples, chunk):
         m = min(chunk, samples - start)
-        xs, ys = x.repeat(m, *([1] * (x.dim() - 1))), y.repeat(m)
-        zs = _repeat_box(box, m).clip(xs + _random_in_ball(xs, safe.repeat(m), norm, gen))
+        xs, ys = _repeat_rows(x, m), y.repeat(m)
+        zs = box.repeat(m).clip(xs + _random_in_ball(xs, safe.repeat(m), norm, gen))
         adv = _is_adversarial(_logits(model, zs), ys, MARGIN_TOL)
         dist = torch.where(adv, _flat_norm(zs - xs, norm), math.inf).reshape(m, n)
         d_min, which = dist.min(0)
@@ -590,21 +726,21 @@ def random_search(model: Model, x: torch.Tensor, y: torch.Tensor, radius: Radius
     return _finalize(model, x, y, best_x, box, norm)
 
 
-def _repeat_box(box: _Box, m: int) -> _Box:
-    def rep(t: torch.Tensor | None) -> torch.Tensor | None:
-        return None if t is None else t.repeat(m, *([1] * (t.dim() - 1)))
-
-    return _Box(rep(box.lower), rep(box.upper))
-
-
 # --------------------------------------------------------------------------- minimal search
 
 
-def minimal_adversarial(model: Model, x: torch.Tensor, y: torch.Tensor, *, norm: str = "l2",
-                        config: MinimalAttackConfig = MinimalAttackConfig(),
-                        lower: BoundLike = None, upper: BoundLike = None,
-                        generator: torch.Generator | None = None,
-                        progress: Callable[[int], None] | None = None) -> MinimalAdversarial:
+def minimal_adversarial(
+    model: Model,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    norm: str = "l2",
+    config: MinimalAttackConfig = MinimalAttackConfig(),
+    lower: BoundLike = None,
+    upper: BoundLike = None,
+    generator: torch.Generator | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> MinimalAdversarial:
     """Smallest adversarial perturbation found per sample (an attack *upper bound*).
 
     Per batch of ``config.batch_size`` samples: (1) DeepFool (Moosavi-Dezfooli et al. 2016)
@@ -661,6 +797,8 @@ class _Search:
     config: MinimalAttackConfig
     gen: torch.Generator
     meter: _Meter
+    best_x: torch.Tensor = field(init=False)
+    best_d: torch.Tensor = field(init=False)
 
     def __post_init__(self) -> None:
         n = self.x.shape[0]
@@ -679,9 +817,16 @@ class _Search:
 
     def _deepfool(self, idx: torch.Tensor) -> None:
         if idx.numel():
-            res = deepfool(self.model, self.x[idx], self.y[idx], norm=self.norm,
-                           max_iter=self.config.deepfool_iter, overshoot=self.config.overshoot,
-                           lower=self.box.lower_of(idx), upper=self.box.upper_of(idx))
+            res = deepfool(
+                self.model,
+                self.x[idx],
+                self.y[idx],
+                norm=self.norm,
+                max_iter=self.config.deepfool_iter,
+                overshoot=self.config.overshoot,
+                lower=self.box.take(idx).lower,
+                upper=self.box.take(idx).upper,
+            )
             self._offer(idx[res.success], res.x_adv[res.success])
         self.meter.add(self.x.shape[0])
 
@@ -693,9 +838,8 @@ class _Search:
 
     def _search_radius(self, idx: torch.Tensor) -> torch.Tensor:
         if self.config.search_radius is not None:
-            return torch.full((idx.numel(),), float(self.config.search_radius),
-                              dtype=torch.float64)
-        diameter = self.box.take(idx).diameter(self.norm)
+            return torch.full((idx.numel(),), float(self.config.search_radius), dtype=torch.float64)
+        diameter = self.box.take(idx).diameter(self.x[idx], self.norm)
         if diameter is not None and bool(torch.isfinite(diameter).all()):
             return diameter
         return 4.0 * _flat_norm(self.x[idx], self.norm).clamp_min(1.0)
@@ -716,20 +860,33 @@ class _Search:
 
     def _pgd(self, idx: torch.Tensor, radius: torch.Tensor, warm: bool = False) -> torch.Tensor:
         cfg = self.config
-        res = pgd(self.model, self.x[idx], self.y[idx], radius, norm=self.norm, steps=cfg.steps,
-                  step_size=cfg.step_fraction * radius, restarts=cfg.restarts,
-                  lower=self.box.lower_of(idx), upper=self.box.upper_of(idx),
-                  generator=self.gen, x_init=self.best_x[idx] if warm else None)
+        res = pgd(
+            self.model,
+            self.x[idx],
+            self.y[idx],
+            radius,
+            norm=self.norm,
+            steps=cfg.steps,
+            step_size=cfg.step_fraction * radius,
+            restarts=cfg.restarts,
+            lower=self.box.take(idx).lower,
+            upper=self.box.take(idx).upper,
+            generator=self.gen,
+            x_init=self.best_x[idx] if warm else None,
+        )
         return self._offer(idx[res.success], res.x_adv[res.success], res.success)
 
-    def _offer(self, idx: torch.Tensor, z: torch.Tensor,
-               mask: torch.Tensor | None = None) -> torch.Tensor:
+    def _offer(
+        self, idx: torch.Tensor, z: torch.Tensor, mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Line-search candidates, keep improvements; return which candidates were accepted."""
         if idx.numel() == 0:
             return torch.zeros_like(mask) if mask is not None else torch.zeros(0, dtype=bool)
-        z, ok = _line_search(self.model, self.x[idx], self.y[idx], z,
-                             self.config.line_search_steps)
-        ok &= self.box.take(idx).contains(z)
+        box = self.box.take(idx)
+        z, ok = _line_search(
+            self.model, self.x[idx], self.y[idx], z, box, self.config.line_search_steps
+        )
+        ok &= box.contains(z)
         dist = torch.from_numpy(_numpy_distance(z.numpy(), self.x[idx].numpy(), self.norm))
         better = ok & (dist < self.best_d[idx])
         self.best_x[idx[better]] = z[better]
@@ -741,12 +898,14 @@ class _Search:
         return accepted
 
 
-def _line_search(model: Model, x: torch.Tensor, y: torch.Tensor, z: torch.Tensor,
-                 steps: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _line_search(
+    model: Model, x: torch.Tensor, y: torch.Tensor, z: torch.Tensor, box: _Box, steps: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Shrink adversarial ``z`` towards ``x`` along ``z - x`` by bisection on ``t``.
 
     Returns the closest point ``x + t (z - x)`` seen to be adversarial (with the margin
-    tolerance) and a flag: ``False`` where ``z`` itself is not adversarial.
+    tolerance) and a flag: ``False`` where ``z`` itself is not adversarial. Points are
+    clipped to the box (the segment lies in it; clipping only undoes rounding).
     """
     ok = _is_adversarial(_logits(model, z), y, MARGIN_TOL)
     best = z.clone()
@@ -755,7 +914,7 @@ def _line_search(model: Model, x: torch.Tensor, y: torch.Tensor, z: torch.Tensor
     direction = z - x
     for _ in range(steps if bool(ok.any()) else 0):
         mid = 0.5 * (lo + hi)
-        cand = x + _bc(mid, x) * direction
+        cand = box.clip(x + _bc(mid, x) * direction)
         adv = _is_adversarial(_logits(model, cand), y, MARGIN_TOL) & ok
         best[adv] = cand[adv]
         hi = torch.where(adv, mid, hi)
@@ -763,12 +922,27 @@ def _line_search(model: Model, x: torch.Tensor, y: torch.Tensor, z: torch.Tensor
     return best, ok
 
 
-def _verified_minimal(model: Model, x: torch.Tensor, y: torch.Tensor, best_x: torch.Tensor,
-                      best_d: torch.Tensor, box: _Box, norm: str,
-                      batch_size: int) -> MinimalAdversarial:
+def _verified_minimal(
+    model: Model,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    best_x: torch.Tensor,
+    best_d: torch.Tensor,
+    box: _Box,
+    norm: str,
+    batch_size: int,
+) -> MinimalAdversarial:
     """Final forward pass: keep only misclassified, in-bounds points; exact distances."""
-    labels = torch.cat([predict(_logits(model, best_x[s:s + batch_size]))
-                        for s in range(0, x.shape[0], batch_size)]) if x.shape[0] else y
+    labels = (
+        torch.cat(
+            [
+                predict(_logits(model, best_x[s : s + batch_size]))
+                for s in range(0, x.shape[0], batch_size)
+            ]
+        )
+        if x.shape[0]
+        else y
+    )
     found = torch.isfinite(best_d) & (labels != y) & box.contains(best_x)
     x_np = x.numpy()
     x_adv = np.where(_bc(found, x).numpy(), best_x.numpy(), x_np)

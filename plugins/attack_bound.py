@@ -41,12 +41,13 @@ __version__ = "0.1.0"
 class AttackBoundConfig:
     """Parameters of the attack-bound analysis (table ``[attack-bound]``)."""
 
-    steps: int = 40
+    steps: int = MinimalAttackConfig.steps
     """PGD iterations per restart and bisection step."""
-    restarts: int = 2
+    restarts: int = MinimalAttackConfig.restarts
     """PGD restarts per bisection step."""
-    bisection_steps: int = 10
-    """Halvings of the radius interval per sample."""
+    bisection_steps: int = MinimalAttackConfig.bisection_steps
+    """Halvings of the radius interval per sample (the defaults equal the attack service's,
+    so other analyses asking for the default search reuse this one's results)."""
     fail_below: float = 0.5
     """Empirical robust accuracy below this fraction fails (severity ``high``)."""
     warn_below: float = 0.8
