@@ -7,6 +7,10 @@ is reported (``audit plugins``, report header), not fatal.
 
 ``AUDIT_PLUGINS`` (comma-separated entry-point names; empty = none) limits
 which plugins load; ``-p no:NAME`` blocks one.
+
+``EXTRA_PLUGINS`` is the one in-process extension point: plugin objects put there
+(by the ``audit_register_plugin`` pytest fixture, for one test) are registered
+after the entry points by every ``PluginHost``.
 """
 
 from __future__ import annotations
@@ -26,6 +30,13 @@ from audit_core.report_model import PluginInfo
 
 PLUGINS_ENV = "AUDIT_PLUGINS"
 BUILTIN_DISTRIBUTION = "robustness-audit"
+
+EXTRA_PLUGINS: dict[str, object] = {}
+"""Plugins registered in-process, name -> plugin object (a module or any object with
+``@hookimpl`` functions). ``PluginHost.load_entry_points`` registers them after the
+entry points; ``-p no:NAME`` blocks them, ``AUDIT_PLUGINS`` does not (they were asked
+for explicitly). Tests use it through the ``audit_register_plugin`` fixture
+(``audit_core.pytest_plugin``), which removes the plugin again after the test."""
 
 
 @dataclass
@@ -50,7 +61,8 @@ class PluginHost:
 
     # ------------------------------------------------------------- loading
     def load_entry_points(self, blocked: Iterable[str] = ()) -> None:
-        """Load every entry point of the group, honouring ``AUDIT_PLUGINS`` and ``blocked``."""
+        """Load every entry point of the group, honouring ``AUDIT_PLUGINS`` and ``blocked``,
+        then the in-process ``EXTRA_PLUGINS`` (honouring ``blocked``)."""
         allowed = _allowed_from_env()
         blocked = set(blocked)
         for entry_point in _entry_points():
@@ -59,6 +71,9 @@ class PluginHost:
             ):
                 continue
             self._load_entry_point(entry_point)
+        for name, plugin in list(EXTRA_PLUGINS.items()):
+            if name not in blocked:
+                self.register(plugin, name)
 
     def _load_entry_point(self, entry_point: metadata.EntryPoint) -> None:
         dist = entry_point.dist
@@ -171,6 +186,11 @@ def _allowed_from_env() -> set[str] | None:
     if value is None:
         return None
     return {name.strip() for name in value.split(",") if name.strip()}
+
+
+def entry_point_names() -> set[str]:
+    """Names of the installed plugins (entry points of the ``robustness_audit`` group)."""
+    return {entry_point.name for entry_point in _entry_points()}
 
 
 def _entry_points() -> list[metadata.EntryPoint]:

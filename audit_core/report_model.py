@@ -73,6 +73,8 @@ class AnalysisRun:
     seconds: float = 0.0
     config: dict[str, Any] = field(default_factory=dict)
     headline: str = ""
+    description: str = ""
+    """What the analysis checks (``Analysis.description``), shown in its report section."""
 
 
 @dataclass(frozen=True)

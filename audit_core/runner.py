@@ -247,6 +247,7 @@ def _run_one(
         "plugin": host.owner.get(analysis.name, ""),
         "model": "all models" if analysis.multi_model else model.name,
         "config": _config_dict(config),
+        "description": analysis.description,
     }
     reason = analysis.requires.unmet(model, data, len(models)) or analysis.check(model, data)
     if reason:

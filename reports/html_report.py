@@ -7,8 +7,15 @@ plugin goes through ``esc`` (or ``fmt``) before it reaches the page; functions
 named ``*_html`` return markup that is already safe.
 
 The first screen answers "can this model ship?": the verdict against
-``--fail-on``, the counts, the models, the data and the plugins. Then one section
-per analysis, grouped by model, with every finding and its evidence.
+``--fail-on`` with the findings that decide it, the counts by severity and
+status, then "at a glance": the models audited (name, hash, input shape,
+parameters), the data, one line per analysis run with its headline, and a
+comparison table when several models were audited. Skipped analyses (with their
+reasons) and crashed ones (message, traceback folded away) come next, then the
+full model/data/plugin/run details, then one section per analysis (what it
+checks, its methods and papers) grouped by model, with every finding and its
+evidence. Everything here is generic: it renders ``Finding``/``Plot`` data and
+knows no analysis by name.
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ from __future__ import annotations
 import html
 import json
 import math
+import re
 import shlex
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -40,6 +48,7 @@ from audit_core.findings import (
 )
 from audit_core.report_model import AnalysisRun, AuditReport, DataInfo, ModelInfo, PluginInfo
 
+from .formatting import conclusive, fmt_text, key_metric
 from .json_report import plain
 from .plots import image_svg, plot_svg
 
@@ -112,6 +121,14 @@ figure.plot figcaption { font-size: 12px; color: var(--muted); }
 .error-text { color: var(--fail); }
 details > summary { cursor: pointer; color: var(--muted); }
 nav ul { columns: 2; }
+main table { display: block; max-width: 100%; overflow-x: auto; }
+.counts table { margin: 8px 0 0; }
+.counts th, .counts td { text-align: center; }
+table.glance td.headline { max-width: 620px; }
+td code, td { overflow-wrap: anywhere; }
+.description { margin: 4px 0 8px; }
+section.glance h3, section.problems h3 { margin-top: 14px; }
+.cmp .badge { margin-right: 6px; }
 """
 
 
@@ -125,25 +142,7 @@ def esc(value: object) -> str:
 
 def fmt(value: object) -> str:
     """A number (4 significant digits), flag or label as escaped HTML text; None -> n/a."""
-    if isinstance(value, np.generic):
-        value = value.item()
-    if value is None:
-        return "n/a"
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        return _fmt_float(value)
-    return esc(value)
-
-
-def _fmt_float(value: float) -> str:
-    if math.isnan(value):
-        return "n/a"
-    if math.isinf(value):
-        return "∞" if value > 0 else "−∞"
-    return f"{value:.4g}"
+    return esc(fmt_text(value))
 
 
 def _tag(name: str, body: str, cls: str = "", **attrs: object) -> str:
@@ -207,12 +206,15 @@ def _model_label(model: str) -> str:
 
 def render_html(report: AuditReport) -> str:
     """The report as one self-contained, offline HTML page."""
-    body = "".join(
-        (
-            _page_header(report),
-            _tag("main", _verdict_html(report) + _overview_html(report) + _analyses_html(report)),
-        )
+    groups = _group(report)
+    sections = (
+        _verdict_html(report),
+        _glance_html(report, groups),
+        _problems_html(report),
+        _overview_html(report),
+        _analyses_html(report, groups),
     )
+    body = _page_header(report) + _tag("main", "".join(sections))
     return _document(_page_title(report), body)
 
 
@@ -238,7 +240,9 @@ def _page_header(report: AuditReport) -> str:
         f"robustness-audit {esc(report.tool_version)} · started {esc(report.started_at)}"
         f" · {fmt(report.seconds)} s · seed {fmt(report.seed)}"
     )
-    return _tag("header", _tag("h1", "Robustness audit") + _tag("p", line, "muted"), "page")
+    names = ", ".join(m.name for m in report.models)
+    title = "Robustness audit" + (f" of {esc(names)}" if names else "")
+    return _tag("header", _tag("h1", title) + _tag("p", line, "muted"), "page")
 
 
 # ---------------------------------------------------------------- verdict
@@ -301,14 +305,197 @@ def _caveats(report: AuditReport) -> list[str]:
 
 
 def _counts_html(report: AuditReport) -> str:
+    """Two one-row tables: findings by severity, findings by status."""
     counts = report.counts()
-    by_severity = [[_badge(Severity(k)), _num(v)] for k, v in counts["severity"].items()]
-    by_status = [[_badge(Status(k)), _num(v)] for k, v in counts["status"].items()]
     tables = [
-        _table(("severity", "findings"), by_severity),
-        _table(("status", "findings"), by_status),
+        _table(
+            (),
+            [[_tag("th", f"by {kind}")] + [_badge(cls(k)) + " " + fmt(v) for k, v in row.items()]],
+            f"count-{kind}",
+        )
+        for kind, cls in (("severity", Severity), ("status", Status))
+        for row in (counts[kind],)
     ]
     return _tag("div", "".join(tables), "counts")
+
+
+# ---------------------------------------------------------------- at a glance
+
+_STATUS_ORDER = (Status.ERROR, Status.FAIL, Status.WARN, Status.PASS, Status.SKIPPED)
+"""Worst first: the status that stands for a group of findings."""
+
+
+def _glance_html(report: AuditReport, groups: Mapping[str, Mapping[str, _ModelGroup]]) -> str:
+    """The rest of the first screen: models, data, one line per analysis run, comparison."""
+    parts = [
+        _tag("h3", "Models audited"),
+        _models_brief_html(report.models),
+        _tag("h3", "Data"),
+        _tag("p", _data_line(report.data)),
+        _tag("h3", "Analyses"),
+        _runs_table_html(report, groups),
+    ]
+    if len(report.models) > 1:
+        parts += [_tag("h3", "Model comparison"), _comparison_html(report, groups)]
+    return _tag("section", "".join(parts), "glance", id="glance")
+
+
+def _models_brief_html(models: Sequence[ModelInfo]) -> str:
+    if not models:
+        return _tag("p", "No model.", "muted")
+    headers = ("model", "sha256", "input shape", "parameters", "classes", "accuracy")
+    rows = (
+        [
+            _tag("strong", esc(m.name)),
+            _tag("code", esc(m.sha256[:_HASH_CHARS]), title=m.sha256),
+            esc(_shape(m.input_shape)),
+            _tag("td", f"{m.parameter_count:,}", "num"),
+            _num(m.num_classes),
+            _num(m.accuracy),
+        ]
+        for m in models
+    )
+    return _table(headers, rows, "models-brief")
+
+
+def _data_line(data: DataInfo | None) -> str:
+    if data is None:
+        return "No audit data (only analyses that need none ran)."
+    classes = len(data.class_names)
+    return (
+        f"{_tag('code', esc(data.source))}: {fmt(data.count)} samples of shape "
+        f"{esc(_shape(data.sample_shape))}, input bounds [{fmt(data.lower)}, {fmt(data.upper)}]"
+        + (f", {classes} class names" if classes else "")
+        + "."
+    )
+
+
+def _runs_table_html(report: AuditReport, groups: Mapping[str, Mapping[str, _ModelGroup]]) -> str:
+    """One line per analysis run: outcome, methods, headline (or the skip/crash reason)."""
+    if not report.analyses:
+        return _tag("p", "No analysis ran.", "muted")
+    anchors = {name: i for i, name in enumerate(groups)}
+    rows = []
+    for run in report.analyses:
+        findings = _run_findings(groups, run)
+        methods = " ".join(
+            _badge(m)
+            for m in dict.fromkeys(f.method for f in findings if f.status is not Status.SKIPPED)
+        )
+        link = _tag("a", esc(run.analysis), href=f"#analysis-{anchors[run.analysis]}")
+        rows.append(
+            [
+                link,
+                _model_label(run.model),
+                _outcome_html(run, findings),
+                methods,
+                _headline_cell(run.headline or run.reason),
+            ]
+        )
+    return _table(("analysis", "model", "outcome", "method", "headline"), rows, "glance")
+
+
+_HEADLINE_CHARS = 220
+
+
+def _headline_cell(text: str) -> str:
+    """The first sentence of a headline (at most ``_HEADLINE_CHARS``); all of it on hover."""
+    first = re.split(r"(?<=[.!?])\s", text, maxsplit=1)[0]
+    if len(first) > _HEADLINE_CHARS:
+        first = first[: _HEADLINE_CHARS - 1].rstrip() + "…"
+    title = text if first != text else None
+    return _tag(
+        "td",
+        esc(first) + (" …" if title and not first.endswith("…") else ""),
+        "headline",
+        title=title,
+    )
+
+
+def _run_findings(
+    groups: Mapping[str, Mapping[str, _ModelGroup]], run: AnalysisRun
+) -> list[Finding]:
+    slot = groups.get(run.analysis, {}).get(run.model)
+    return [f for _, f in slot.findings] if slot is not None else []
+
+
+def _outcome_html(run: AnalysisRun, findings: Sequence[Finding]) -> str:
+    if run.outcome == "skipped":
+        return _badge(Status.SKIPPED)
+    if run.outcome == "error":
+        return _badge(Status.ERROR)
+    worst = _worst_status(findings)
+    return _badge(worst) if worst else _tag("span", "no findings", "muted")
+
+
+def _worst_status(findings: Iterable[Finding]) -> Status | None:
+    statuses = {f.status for f in findings}
+    return next((s for s in _STATUS_ORDER if s in statuses), None)
+
+
+def _comparison_html(report: AuditReport, groups: Mapping[str, Mapping[str, _ModelGroup]]) -> str:
+    """Per analysis (rows) and model (columns): worst status and the key metric."""
+    models = [m.name for m in report.models]
+    rows: list[list[str]] = [
+        [_tag("th", "parameters")]
+        + [_tag("td", f"{m.parameter_count:,}", "num") for m in report.models],
+        [_tag("th", "accuracy")] + [_num(m.accuracy) for m in report.models],
+    ]
+    for name, group in groups.items():
+        if not any(model in group for model in models):
+            continue  # a multi-model analysis: nothing to compare per model
+        cells = [_comparison_cell(group.get(model)) for model in models]
+        rows.append([_tag("th", esc(name)), *cells])
+    return _table(("", *models), rows, "comparison")
+
+
+def _comparison_cell(group: _ModelGroup | None) -> str:
+    if group is None:
+        return _tag("td", "not run", "muted")
+    findings = [f for _, f in group.findings]
+    if any(r.outcome == "skipped" for r in group.runs) and not conclusive(findings):
+        return _tag("td", _badge(Status.SKIPPED), "cmp")
+    status = _worst_status(findings)
+    metric = key_metric(findings)
+    shown = f"{esc(metric.name)} = {fmt(metric.value)} {esc(metric.unit)}".strip() if metric else ""
+    return _tag("td", (_badge(status) if status else "") + shown, "cmp")
+
+
+# ---------------------------------------------------------------- skipped and errors
+
+
+def _problems_html(report: AuditReport) -> str:
+    """Skipped analyses with their reasons; crashes with their message and folded traceback."""
+    skipped = [r for r in report.analyses if r.outcome == "skipped"]
+    errors = [(i, f) for i, f in enumerate(report.findings) if f.status is Status.ERROR]
+    broken = [p for p in report.plugins if p.error]
+    parts = []
+    if skipped:
+        rows = ([esc(r.analysis), _model_label(r.model), esc(r.reason)] for r in skipped)
+        parts += [
+            _tag("h3", "Skipped analyses"),
+            _table(("analysis", "model", "reason"), rows, "skipped"),
+        ]
+    if errors:
+        parts += [_tag("h3", "Errors"), "".join(_error_html(i, f) for i, f in errors)]
+    if broken:
+        rows = ([esc(p.name), _tag("span", esc(p.error), "error-text")] for p in broken)
+        parts += [
+            _tag("h3", "Plugins that failed to load"),
+            _table(("plugin", "error"), rows, "plugin-errors"),
+        ]
+    if not parts:
+        return ""
+    return _tag(
+        "section", _tag("h2", "Skipped and errors") + "".join(parts), "problems", id="problems"
+    )
+
+
+def _error_html(index: int, finding: Finding) -> str:
+    where = f"{esc(finding.analysis)} · {_model_label(finding.model)}"
+    head = _tag("p", f"{_badge(finding.status)}{_tag('a', where, href=f'#finding-{index}')}")
+    message = _tag("p", esc(finding.summary), "text error-text")
+    return _tag("div", head + message + _traceback_html(finding.traceback), "error")
 
 
 # ---------------------------------------------------------------- overview
@@ -457,21 +644,28 @@ class _ModelGroup:
 
 
 def _group(report: AuditReport) -> dict[str, dict[str, _ModelGroup]]:
-    """analysis -> model -> runs and findings, in order of first appearance."""
+    """analysis -> model -> runs and findings, in order of first appearance.
+
+    A finding goes with the run of its analysis on its model; when the analysis has no
+    run on that model but exactly one run (a multi-model analysis, whose run is filed
+    under "all models"), it goes with that run.
+    """
     groups: dict[str, dict[str, _ModelGroup]] = {}
     for run in report.analyses:
         groups.setdefault(run.analysis, {}).setdefault(run.model, _ModelGroup()).runs.append(run)
     for index, finding in enumerate(report.findings):
-        slot = groups.setdefault(finding.analysis, {}).setdefault(finding.model, _ModelGroup())
-        slot.findings.append((index, finding))
+        group = groups.setdefault(finding.analysis, {})
+        model = finding.model
+        if model not in group and len(group) == 1:
+            model = next(iter(group))
+        group.setdefault(model, _ModelGroup()).findings.append((index, finding))
     return groups
 
 
-def _analyses_html(report: AuditReport) -> str:
+def _analyses_html(report: AuditReport, groups: Mapping[str, Mapping[str, _ModelGroup]]) -> str:
     context = _Context(report.data.class_names if report.data else ())
     sections = [
-        _analysis_html(i, name, group, context)
-        for i, (name, group) in enumerate(_group(report).items())
+        _analysis_html(i, name, group, context) for i, (name, group) in enumerate(groups.items())
     ]
     return "".join(sections)
 
@@ -487,10 +681,35 @@ def _analysis_html(index: int, name: str, group: Mapping[str, _ModelGroup], ctx:
     runs = [r for g in group.values() for r in g.runs]
     title = next((r.title for r in runs if r.title), "")
     plugin = next((r.plugin for r in runs if r.plugin), "")
+    description = next((r.description for r in runs if r.description), "")
+    findings = [f for g in group.values() for _, f in g.findings]
     heading = _tag("h2", esc(name) + (f" · {esc(title)}" if title else ""))
     meta = _tag("p", f"plugin {esc(plugin)}", "muted") if plugin else ""
+    checked = _tag("p", esc(description), "description text") if description else ""
     body = "".join(_model_group_html(model, g, ctx) for model, g in group.items())
-    return _tag("section", heading + meta + body, "analysis", id=f"analysis-{index}")
+    parts = (heading, meta, checked, _methods_html(findings), body)
+    return _tag("section", "".join(parts), "analysis", id=f"analysis-{index}")
+
+
+def _methods_html(findings: Sequence[Finding]) -> str:
+    """The methods used and the papers cited by an analysis's findings, in one line each."""
+    methods = list(dict.fromkeys(f.method for f in findings if f.status is not Status.SKIPPED))
+    papers = list(dict.fromkeys(r.paper for f in findings for r in f.references))
+    lines = []
+    if methods:
+        badges = " ".join(_badge(m) + " " + esc(_METHOD_MEANING[m]) for m in methods)
+        lines.append(_tag("p", f"Method: {badges}", "methods"))
+    if papers:
+        cited = "; ".join(_tag("cite", esc(PAPERS.get(p, p))) for p in papers)
+        lines.append(_tag("p", f"Based on: {cited}", "muted"))
+    return "".join(lines)
+
+
+_METHOD_MEANING = {
+    Method.CERTIFIED: "a proven bound, computed soundly",
+    Method.EMPIRICAL: "measured (attacks, sampling): an upper bound or an estimate",
+    Method.THEOREM: "a theorem's conclusion, with the assumptions checked listed",
+}
 
 
 def _model_group_html(model: str, group: _ModelGroup, ctx: _Context) -> str:

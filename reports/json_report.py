@@ -13,6 +13,8 @@ import functools
 import json
 import math
 import os
+import types
+import typing
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -107,6 +109,40 @@ def _scalar(value: Any) -> JsonValue:
 def render_json(report: AuditReport) -> str:
     """The JSON report as text (indent 2, strict JSON, UTF-8 characters kept)."""
     return json.dumps(to_dict(report), indent=2, allow_nan=False, ensure_ascii=False) + "\n"
+
+
+def from_dict(document: Mapping[str, Any]) -> AuditReport:
+    """Rebuild the ``AuditReport`` of a JSON report (validated first), e.g. to render another
+    format from a saved ``report.json``. Lossy only where JSON is: NaN/inf come back as None,
+    and the derived ``verdict`` and reference titles are dropped."""
+    validate(document)
+    return _build(AuditReport, {k: v for k, v in document.items() if k != "verdict"})
+
+
+def _build(kind: Any, value: Any) -> Any:
+    """``value`` (JSON data) as an instance of the annotated type ``kind``."""
+    origin, args = typing.get_origin(kind), typing.get_args(kind)
+    if origin in (types.UnionType, typing.Union):
+        if value is None:
+            return None
+        classes = [a for a in args if dataclasses.is_dataclass(a)]
+        return _build(classes[0], value) if classes else value
+    if origin is tuple:
+        return tuple(_build(args[0], item) for item in value)
+    if origin is dict:
+        return {key: _build(args[1], item) for key, item in value.items()}
+    if isinstance(kind, type) and issubclass(kind, enum.Enum):
+        return kind(value)
+    if dataclasses.is_dataclass(kind):
+        hints = typing.get_type_hints(kind)
+        return kind(
+            **{
+                f.name: _build(hints[f.name], value[f.name])
+                for f in dataclasses.fields(kind)
+                if f.init and f.name in value
+            }
+        )
+    return value
 
 
 def load_schema() -> dict[str, Any]:

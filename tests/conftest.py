@@ -1,46 +1,29 @@
-"""Shared fixtures: corpus paths, tiny models and datasets, an in-process ``audit`` runner."""
+"""Shared fixtures: tiny models and datasets, the in-process ``audit`` runner.
+
+The plugin-author fixtures (``audit_runner``, ``audit_model_builder``,
+``audit_register_plugin``) come from ``audit_core.pytest_plugin`` through its
+``pytest11`` entry point.
+"""
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from audit_core import cli
+from audit_core.pytest_plugin import AuditRunner
 from audit_core.testing import mlp_onnx, random_mlp, save_dataset
 
 
-@dataclass
-class AuditRun:
-    """Exit code and output of one in-process ``audit`` call."""
-
-    exit_code: int
-    stdout: str
-    stderr: str
-    out_dir: Path
-
-    @property
-    def report(self) -> dict:
-        return json.loads((self.out_dir / "report.json").read_text())
-
-
 @pytest.fixture
-def run_audit(capsys, monkeypatch, tmp_path):
-    """Run ``audit ARGS`` in-process with ``tmp_path`` as working directory."""
-    monkeypatch.chdir(tmp_path)
+def run_audit(audit_runner: AuditRunner) -> AuditRunner:
+    """Run ``audit ARGS`` in-process with ``tmp_path`` as working directory.
 
-    def run(*args: str, out: str = "out") -> AuditRun:
-        argv = [str(a) for a in args]
-        if argv[:1] != ["plugins"] and "--out" not in argv and "--version" not in argv:
-            argv += ["--out", out]
-        code = cli.main(argv)
-        captured = capsys.readouterr()
-        return AuditRun(code, captured.out, captured.err, tmp_path / out)
-
-    return run
+    The shipped plugin-author fixture (``audit_core.pytest_plugin``): ``run.exit_code``,
+    ``run.stdout``, ``run.stderr``, ``run.out_dir``, ``run.report`` (dict), ``run.findings``.
+    """
+    return audit_runner
 
 
 @pytest.fixture(scope="session")
@@ -59,3 +42,15 @@ def tiny_data(tmp_path_factory, tiny_model) -> Path:
     x = rng.random((24, 4))
     y = load_onnx(tiny_model).graph.predict(x)
     return save_dataset(tmp_path_factory.mktemp("data") / "tiny.npz", x, y, lower=0.0, upper=1.0)
+
+
+def pytest_configure(config) -> None:
+    """One torch thread per test process: ``pytest -n 2`` already uses both cores, and
+    two workers with two intra-op threads each oversubscribe them (torch's reductions
+    then slow down by orders of magnitude)."""
+    import os
+
+    import torch
+
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        torch.set_num_threads(1)

@@ -41,7 +41,26 @@ def test_no_import_against_the_direction(package) -> None:
         assert not roots & FORBIDDEN[package], f"{path} imports {roots & FORBIDDEN[package]}"
 
 
+PLUGIN_MODULES = sorted(
+    (p.stem for p in (ROOT / "plugins").glob("*.py") if not p.stem.startswith("_")),
+    key=len,
+    reverse=True,
+)
+
+
+def _family(module: str) -> str:
+    """The plugin a module belongs to: ``lower_bounds`` for ``_lower_bounds_graph``."""
+    name = module.rsplit(".", 1)[-1]
+    if not name.startswith("_"):
+        return name
+    owner = next((p for p in PLUGIN_MODULES if name[1:].startswith(p + "_")), None)
+    return owner or name
+
+
 def test_a_plugin_never_imports_another_plugin() -> None:
+    """A plugin may import its own private helpers (``_<plugin>_*.py``), nothing else."""
     for path in _modules("plugins"):
+        family = _family(path.stem)
         imported = {n for n in _imports(path) if n.startswith("audit_plugins")}
-        assert not imported, f"{path} imports {imported}"
+        foreign = {n for n in imported if _family(n) != family}
+        assert not foreign, f"{path} imports another plugin: {foreign}"

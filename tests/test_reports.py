@@ -34,7 +34,7 @@ from audit_reports import html_report, json_report, plots, writer
 from audit_reports.html_report import render_html
 from audit_reports.json_report import render_json, to_dict, validate
 from audit_reports.plots import image_svg, plot_svg
-from audit_reports.writer import FORMATS, OutputFormat, write_reports
+from audit_reports.writer import OutputFormat, write_reports
 
 SCRIPT = "<script>alert(1)</script>"
 IMG = "<img src=x onerror=alert(1)>"
@@ -725,7 +725,7 @@ def test_number_formatting() -> None:
 
 def test_write_reports(tmp_path: Path, report: AuditReport, page: str) -> None:
     out = tmp_path / "a" / "b"
-    paths = write_reports(report, out, FORMATS)
+    paths = write_reports(report, out, ["json", "html"])
     assert paths == [out / "report.json", out / "report.html"]
     assert paths[0].read_text(encoding="utf-8") == render_json(report)
     assert paths[1].read_text(encoding="utf-8") == page
