@@ -12,6 +12,12 @@ part (``Layer.linear``) to the batch of tangents, ReLUs mask them, MaxPool
 gathers the winning tangent. No Toeplitz matrix is built by hand; everything is
 batched over samples and input coordinates, in float64.
 
+The affine prefix before the first piecewise-linear layer has the same Jacobian
+at every input (for an MLP: C = W1 in Algorithm 1's initialisation), so its
+tangents are computed once (for all chunks of samples) and shared by all
+samples as a broadcast view until a ReLU/MaxPool makes them sample-dependent;
+the face norms of such a shared layer are computed once too.
+
 Region rows, one per constraint of the activation region:
 - ReLU / LeakyReLU neuron i with pre-activation z_i:
   ``s_i (grad z_i) y + s_i (z_i - grad z_i . x) >= 0`` with ``s_i = +1`` where
@@ -68,7 +74,11 @@ class LocalLinearization:
 
 @dataclass
 class _Chunk:
-    """Per-chunk state: values and tangents of the live nodes, collected rows."""
+    """Per-chunk state: values and tangents of the live nodes, collected rows.
+
+    A tangent is ``(n * dim, *shape)`` (one Jacobian per sample), or ``(dim, *shape)``
+    for a node in ``shared``: a sample-independent Jacobian (affine prefix).
+    """
 
     n: int
     dim: int
@@ -78,6 +88,25 @@ class _Chunk:
     face_node: Tensor
     rows: list[tuple[int, Tensor, Tensor]]
     keep_region: bool
+    shared: set[int]
+    cache: dict
+    """Sample-independent results kept across chunks: shared tangents, their row norms."""
+    last_use: dict[int, int]
+    """Node index -> the last node reading it (a tangent read last may be updated in place)."""
+
+    def per_sample(self, index: int) -> Tensor:
+        """Node ``index``'s tangent as ``(n * dim, *shape)`` (materialised if shared)."""
+        tangent = self.tangents[index]
+        if index not in self.shared:
+            return tangent
+        return tangent.unsqueeze(0).expand(self.n, *tangent.shape).reshape(-1, *tangent.shape[1:])
+
+    def grads(self, index: int) -> Tensor:
+        """Node ``index``'s tangent as ``(n, dim, m)``, or ``(1, dim, m)`` when shared."""
+        tangent = self.tangents[index]
+        if index in self.shared:
+            return tangent.reshape(1, self.dim, -1)
+        return tangent.reshape(self.n, self.dim, -1)
 
 
 RowCallback = Callable[[int, Tensor, Tensor], None]
@@ -99,33 +128,45 @@ def linearize(
         raise NotApplicable(f"the model is not piecewise linear ({', '.join(bad)} inside)")
     inputs = graph.as_input(x).reshape(len(x), -1)
     chunk = _chunk_size(graph, memory_budget)
+    cache: dict = {}
     parts = [
-        _linearize_chunk(graph, inputs[start : start + chunk], keep_region)
+        _linearize_chunk(graph, inputs[start : start + chunk], keep_region, cache)
         for start in range(0, len(inputs), chunk)
     ]
     return _concatenate(parts, inputs.numpy(), keep_region)
 
 
 def _chunk_size(graph: LayerGraph, budget: int) -> int:
-    widest = max(int(np.prod(node.shape)) for node in graph.nodes)
+    """Samples per chunk: per-sample tangents exist only from the first piecewise-linear
+    node on (and for the nodes such nodes read); the affine prefix is shared."""
+    first = next(
+        (i for i, n in enumerate(graph.nodes) if n.layer.kind is LayerKind.PIECEWISE_LINEAR),
+        len(graph.nodes) - 1,
+    )
+    later = set(range(first, len(graph.nodes)))
+    later |= {i for node in graph.nodes[first:] for i in node.inputs}
+    widest = max(int(np.prod(graph.nodes[i].shape)) for i in later)
     per_sample = 8 * graph.input_size * widest * 4
     return max(1, budget // per_sample)
 
 
-def _linearize_chunk(graph: LayerGraph, x: Tensor, keep_region: bool) -> dict:
+def _linearize_chunk(graph: LayerGraph, x: Tensor, keep_region: bool, cache: dict) -> dict:
     n, dim = x.shape
-    basis = torch.eye(dim, dtype=torch.float64).repeat(n, 1)
+    basis = torch.eye(dim, dtype=torch.float64)
     state = _Chunk(
         n=n,
         dim=dim,
         values={0: x.reshape(n, *graph.input_shape)},
-        tangents={0: basis.reshape(n * dim, *graph.input_shape)},
+        tangents={0: basis.reshape(dim, *graph.input_shape)},
         face=torch.full((n,), float("inf"), dtype=torch.float64),
         face_node=torch.full((n,), -1, dtype=torch.int64),
         rows=[],
         keep_region=keep_region,
+        shared={0},
+        cache=cache,
+        last_use=_last_use(graph),
     )
-    last_use = _last_use(graph)
+    last_use = state.last_use
     patterns: dict[int, np.ndarray] = {}
     with torch.no_grad():
         for index, node in enumerate(graph.nodes[1:], start=1):
@@ -136,6 +177,7 @@ def _linearize_chunk(graph: LayerGraph, x: Tensor, keep_region: bool) -> dict:
             for source in node.inputs:
                 if last_use[source] == index:
                     del state.values[source], state.tangents[source]
+                    state.shared.discard(source)
     return _chunk_result(graph, x, state, patterns)
 
 
@@ -150,26 +192,51 @@ def _last_use(graph: LayerGraph) -> dict[int, int]:
 
 def _step(layer, inputs: tuple[int, ...], index: int, state: _Chunk):
     values = [state.values[i] for i in inputs]
-    tangents = [state.tangents[i] for i in inputs]
     if layer.kind is LayerKind.AFFINE:
-        return layer.forward(*values), layer.linear(*tangents), None
+        if all(i in state.shared for i in inputs):
+            state.shared.add(index)
+            if ("tangent", index) not in state.cache:
+                tangent = layer.linear(*(state.tangents[i] for i in inputs))
+                state.cache["tangent", index] = tangent
+            return layer.forward(*values), state.cache["tangent", index], None
+        return layer.forward(*values), layer.linear(*(state.per_sample(i) for i in inputs)), None
     if isinstance(layer, Relu | LeakyRelu):
-        return _relu_step(layer, values[0], tangents[0], index, state)
+        shared = inputs[0] in state.shared
+        in_place = _exclusive(state, inputs[0], index)
+        grads = state.grads(inputs[0])
+        return _relu_step(layer, values[0], grads, index, state, shared, in_place)
     if isinstance(layer, MaxPool):
-        return _maxpool_step(layer, values[0], tangents[0], index, state)
+        return _maxpool_step(layer, values[0], state.per_sample(inputs[0]), index, state)
     raise NotApplicable(f"no linearisation rule for {layer.op}")
 
 
-def _relu_step(layer, z: Tensor, tangent: Tensor, index: int, state: _Chunk):
+def _exclusive(state: _Chunk, index: int, reader: int) -> bool:
+    """True when node ``index``'s tangent may be overwritten by ``reader``: a per-sample
+    tangent read last by ``reader`` whose memory no other live or cached tensor uses
+    (Reshape/Flatten tangents are views of their input's)."""
+    if index in state.shared or state.last_use[index] != reader:
+        return False
+    storage = state.tangents[index].untyped_storage().data_ptr()
+    others = [t for i, t in state.tangents.items() if i != index]
+    others += [t for t in state.cache.values() if isinstance(t, Tensor)]
+    return all(t.untyped_storage().data_ptr() != storage for t in others)
+
+
+def _relu_step(
+    layer, z: Tensor, grads: Tensor, index: int, state: _Chunk, shared: bool, in_place: bool
+):
+    """``grads`` is ``(n, dim, m)``, or ``(1, dim, m)`` for a shared Jacobian; with
+    ``in_place`` (no later reader) it is masked in place instead of copied."""
     n, dim = state.n, state.dim
     active = z >= 0
     slope = active.to(z.dtype)
     if isinstance(layer, LeakyRelu):
         slope = torch.where(active, 1.0, layer.alpha).to(z.dtype)
-    grads = tangent.reshape(n, dim, -1)
     sign = torch.where(active, 1.0, -1.0).to(z.dtype).reshape(n, -1)
-    _add_rows(state, index, grads, sign * z.reshape(n, -1), sign)
-    out_tangent = (grads * slope.reshape(n, 1, -1)).reshape(tangent.shape)
+    _add_rows(state, index, grads, sign * z.reshape(n, -1), sign, shared)
+    mask = slope.reshape(n, 1, -1)
+    out_tangent = grads.mul_(mask) if in_place else grads * mask
+    out_tangent = out_tangent.reshape(n * dim, *z.shape[1:])
     return layer.forward(z), out_tangent, active.numpy().copy()
 
 
@@ -190,7 +257,7 @@ def _maxpool_step(layer: MaxPool, z: Tensor, tangent: Tensor, index: int, state:
     padded = ~torch.isfinite(margin)
     margin = torch.where(padded, 0.0, margin)
     grads = grads.masked_fill(padded[:, None, :], 0.0)
-    _add_rows(state, index, grads, margin, None)
+    _add_rows(state, index, grads, margin, None, False)
     return out, out_tangent, winners.numpy().copy()
 
 
@@ -213,10 +280,24 @@ def _windows(layer: MaxPool, padded: Tensor, out_shape: torch.Size) -> Tensor:
     return padded.reshape(*head, -1)
 
 
-def _add_rows(state: _Chunk, index: int, grads: Tensor, offsets: Tensor, sign: Tensor | None):
-    """Record region rows. ``grads`` (n, D, m): gradients of the constraint functions
-    (before the sign flip); ``offsets`` (n, m): their values at x (after the flip)."""
-    norms = grads.norm(dim=1)  # the sign flip does not change the norm
+def _add_rows(
+    state: _Chunk,
+    index: int,
+    grads: Tensor,
+    offsets: Tensor,
+    sign: Tensor | None,
+    shared: bool,
+):
+    """Record region rows. ``grads`` (n, D, m), or (1, D, m) when ``shared`` (the same for
+    every sample): gradients of the constraint functions (before the sign flip);
+    ``offsets`` (n, m): their values at x (after the flip)."""
+    key = ("norms", index)
+    if shared and key in state.cache:
+        norms = state.cache[key]
+    else:
+        norms = grads.norm(dim=1)  # the sign flip does not change the norm
+        if shared:
+            state.cache[key] = norms
     distance = torch.where(norms > 0, offsets.abs() / norms.clamp_min(1e-300), float("inf"))
     best = distance.amin(dim=1)
     closer = best < state.face
@@ -224,14 +305,14 @@ def _add_rows(state: _Chunk, index: int, grads: Tensor, offsets: Tensor, sign: T
     state.face_node = torch.where(closer, index, state.face_node)
     if state.keep_region:
         rows = grads.transpose(1, 2) if sign is None else grads.transpose(1, 2) * sign[..., None]
-        state.rows.append((index, rows, offsets))
+        state.rows.append((index, rows.expand(state.n, -1, -1), offsets))
 
 
 def _chunk_result(graph: LayerGraph, x: Tensor, state: _Chunk, patterns: dict) -> dict:
     n, dim = state.n, state.dim
     last = len(graph.nodes) - 1
     logits = state.values[last].reshape(n, -1)
-    C = state.tangents[last].reshape(n, dim, -1).transpose(1, 2)
+    C = state.per_sample(last).reshape(n, dim, -1).transpose(1, 2)
     d = logits - torch.einsum("nkd,nd->nk", C, x)
     result = {
         "C": C.numpy(),

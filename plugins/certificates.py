@@ -1,0 +1,628 @@
+"""Certified radii (Singla & Feizi 2019) beside attack upper bounds: the gap.
+
+Per audit sample and relative to the class the model *predicts* there:
+
+* **simplex certificate** (Theorem 3, Algorithm 1): ``min(d_min, P_min)`` from the
+  local linearisation of any piecewise-linear layer graph (MLPs of any depth, CNNs
+  with MaxPool/AveragePool, residual sums), batched, in float64;
+* **decision-boundary certificate** (Theorem 4) for one-hidden-layer ReLU nets: the
+  numerator minimised over theta in ``[0, 1]^N1`` in closed form, the denominator with
+  the spectral norm of ``W1``;
+* **the gap to attacks** (Section 5): the certified radius beside the smallest
+  adversarial distance the core's minimal-norm l2 search finds (shared with the
+  ``attack-bound`` analysis), their ratio, certified and empirical robust accuracy
+  as curves over eps (l2, and linf through ``r / sqrt(d)``), and at ``--eps`` the
+  fractions certified robust / proven non-robust / undecided.
+
+Both radii have a documented numerical safety margin subtracted (float32 runtime
+deviation within the fidelity tolerance, float32 input rounding, float64 rounding;
+see ``audit_plugins._certificates_math``), so that they hold for the deployed
+model, not only for the float64 graph.
+
+Misclassified samples: a radius is still computed (it protects the predicted
+class), but such a sample is already adversarial for its label, so it is never
+counted as certified robust and always counts as proven non-robust; ratios are
+reported for correctly classified samples only.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import numpy as np
+
+from audit_core.analysis import Analysis, AuditContext, Requirements
+from audit_core.attacks import MinimalAdversarial, MinimalAttackConfig
+from audit_core.evidence import adversarial_example
+from audit_core.findings import (
+    Assumption,
+    Evidence,
+    Finding,
+    Method,
+    Metric,
+    Plot,
+    Reference,
+    Series,
+    Severity,
+    Status,
+    Threshold,
+    floats,
+    summarize,
+)
+from audit_core.hookspecs import hookimpl
+from audit_plugins._certificates_math import (
+    SimplexCertificate,
+    Verdicts,
+    decision_boundary_certificate,
+    linf_radius,
+    simplex_certificate,
+    verdicts,
+    violations,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Certificates",
+    "CertificatesConfig",
+    "SimplexCertificate",
+    "decision_boundary_certificate",
+    "linf_radius",
+    "simplex_certificate",
+]
+
+
+@dataclass(frozen=True)
+class CertificatesConfig:
+    """Parameters of the certificates analysis (table ``[certificates]``)."""
+
+    fail_nonrobust_above: float = 0.5
+    """Proven non-robust fraction at eps above this fails (severity ``high``)."""
+    warn_nonrobust_above: float = 0.1
+    """Proven non-robust fraction at eps above this warns (severity ``medium``)."""
+    warn_undecided_above: float = 0.5
+    """Undecided fraction at eps above this warns (severity ``low``): the certificates are
+    too loose to settle the question either way."""
+    logit_tolerance: float = 0.0
+    """Relative logit deviation of the deployed runtime from the float64 graph to guard
+    against; the larger of this, the fidelity tolerance and the observed fidelity error is
+    used (raise it for e.g. a float16 deployment)."""
+    steps: int = 40
+    """PGD iterations of the l2 minimal-norm search (same defaults as ``attack-bound``, so
+    that both analyses share one cached search)."""
+    restarts: int = 2
+    """PGD restarts per bisection step."""
+    bisection_steps: int = 10
+    """Halvings of the radius interval per sample."""
+    worst_examples: int = 5
+    """Number of samples with the smallest certified radius shown as evidence."""
+
+
+@dataclass(frozen=True)
+class _Results:
+    """Everything the findings are built from (float64 per-sample arrays)."""
+
+    simplex: SimplexCertificate
+    decision_boundary: np.ndarray | None
+    db_reason: str
+    certified: np.ndarray
+    attack: MinimalAdversarial
+    attack_linf: np.ndarray
+    correct: np.ndarray
+    tolerance: float
+    seconds_per_sample: float
+    dimension: int
+
+    @property
+    def certified_linf(self) -> np.ndarray:
+        return linf_radius(self.certified, self.dimension)
+
+    @property
+    def ratio(self) -> np.ndarray:
+        """certified / attack distance on correctly classified samples with an attack point."""
+        usable = self.correct & self.attack.found & (self.attack.distance > 0)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.where(usable, self.certified / self.attack.distance, np.nan)
+
+
+class Certificates(Analysis):
+    """Simplex and decision-boundary certified radii, and their gap to attack distances."""
+
+    name = "certificates"
+    title = "Certified radii and the gap to attacks"
+    description = (
+        "Per-sample certified l2 radius (simplex certificate, Theorem 3; decision-boundary "
+        "certificate, Theorem 4, for one-hidden-layer nets) beside the smallest adversarial "
+        "distance found by attacks: certified vs empirical robust accuracy over eps."
+    )
+    tags = ("certified", "certificate")
+    references = (
+        Reference("singla2019", "Theorem 3 (simplex certificate), Algorithm 1"),
+        Reference("singla2019", "Theorem 4 (decision-boundary certificate)"),
+        Reference("singla2019", "Section 5 (attack upper bounds)"),
+    )
+    requires = Requirements(data=True, piecewise_linear=True)
+    Config = CertificatesConfig
+
+    def run(self, ctx: AuditContext) -> Iterable[Finding]:
+        results = _compute(ctx)
+        _export(ctx, self.name, results)
+        yield _simplex_finding(ctx, results)
+        yield _decision_boundary_finding(ctx, results)
+        yield _gap_finding(ctx, results)
+        yield _consistency_finding(ctx, results)
+
+    def headline(self, findings: tuple[Finding, ...]) -> str:
+        gap = [f for f in findings if f.id.startswith(f"{self.name}/gap/")]
+        return gap[0].summary if gap else super().headline(findings)
+
+
+# ------------------------------------------------------------------ computing
+
+
+def _tolerance(ctx: AuditContext) -> float:
+    fidelity = ctx.model.fidelity
+    return max(ctx.config.logit_tolerance, fidelity.tolerance, fidelity.graph_error)
+
+
+def _compute(ctx: AuditContext) -> _Results:
+    config: CertificatesConfig = ctx.config
+    data, graph = ctx.data, ctx.model.graph
+    attack_config = MinimalAttackConfig(
+        steps=config.steps, restarts=config.restarts, bisection_steps=config.bisection_steps
+    )
+    ctx.progress.total(len(data) + attack_config.work_units(len(data)))
+    tolerance = _tolerance(ctx)
+    ctx.progress.note("simplex certificate")
+    clock = time.perf_counter()
+    simplex = simplex_certificate(graph, data.x, tolerance=tolerance)
+    seconds = (time.perf_counter() - clock) / max(1, len(data))
+    ctx.progress.advance(len(data))
+    db, reason = _decision_boundary(ctx, simplex.predicted, tolerance)
+    certified = simplex.radius if db is None else np.maximum(simplex.radius, db)
+    ctx.progress.note("l2 minimal-norm attack")
+    done = {"units": 0}
+    attack = ctx.attacks.minimal("l2", attack_config, _progress_callback(ctx, done))
+    ctx.progress.advance(attack_config.work_units(len(data)) - done["units"])  # if cached
+    diff = (attack.x_adv - data.x).reshape(len(data), -1)
+    attack_linf = np.where(attack.found, np.abs(diff).max(axis=1, initial=0.0), np.inf)
+    return _Results(
+        simplex=simplex,
+        decision_boundary=db,
+        db_reason=reason,
+        certified=certified,
+        attack=attack,
+        attack_linf=attack_linf,
+        correct=simplex.predicted == data.y,
+        tolerance=tolerance,
+        seconds_per_sample=seconds,
+        dimension=graph.input_size,
+    )
+
+
+def _decision_boundary(
+    ctx: AuditContext, predicted: np.ndarray, tolerance: float
+) -> tuple[np.ndarray | None, str]:
+    view = ctx.model.dense_view
+    if view is None:
+        return None, "Theorem 4 needs a plain affine -> ReLU -> affine chain; the model is not one"
+    if view.depth != 2:
+        return None, (
+            f"Theorem 4 needs exactly one hidden ReLU layer (depth 2); the model has depth "
+            f"{view.depth} (its numerator would be a polynomial in theta)"
+        )
+    radius = decision_boundary_certificate(view, ctx.data.x, predicted, tolerance=tolerance)
+    return radius, ""
+
+
+def _progress_callback(ctx: AuditContext, done: dict[str, int]):
+    def report(units: int) -> None:
+        ctx.progress.advance(units - done["units"])
+        done["units"] = units
+
+    return report
+
+
+def _export(ctx: AuditContext, name: str, r: _Results) -> None:
+    n = len(ctx.data)
+    db = r.decision_boundary if r.decision_boundary is not None else np.full(n, np.nan)
+    ctx.export(
+        name,
+        index=ctx.data.indices,
+        label=ctx.data.y,
+        predicted=r.simplex.predicted,
+        simplex_radius=r.simplex.radius,
+        simplex_linf_radius=linf_radius(r.simplex.radius, r.dimension),
+        face_distance=r.simplex.face_distance,
+        decision_distance=r.simplex.decision_distance,
+        decision_boundary_radius=db,
+        certified_radius=r.certified,
+        attack_distance=r.attack.distance,
+        attack_linf_distance=r.attack_linf,
+        ratio=r.ratio,
+    )
+
+
+# ------------------------------------------------------------------ findings
+
+
+def _assumptions(ctx: AuditContext, r: _Results) -> tuple[Assumption, ...]:
+    fidelity = ctx.model.fidelity
+    return (
+        Assumption("piecewise-linear layer graph", True, "every layer is affine, ReLU or MaxPool"),
+        Assumption(
+            "float64 layer graph matches onnxruntime",
+            fidelity.graph_error <= fidelity.tolerance,
+            f"max scaled error {fidelity.graph_error:.3g} on {fidelity.inputs_checked} inputs "
+            f"(tolerance {fidelity.tolerance:g})",
+        ),
+        Assumption(
+            "deployed runtime within the logit tolerance everywhere in each certified ball",
+            None,
+            f"not checked point by point; radii keep a logit slack of 2 x {r.tolerance:.3g} x "
+            "max(1, |logit|) and the float32 input rounding",
+        ),
+    )
+
+
+def _certified_accuracy(radius: np.ndarray, correct: np.ndarray, eps: float) -> float:
+    return float(np.mean(correct & (radius > eps)))
+
+
+def _radius_in_norm(ctx: AuditContext, radius: np.ndarray, r: _Results) -> np.ndarray:
+    return linf_radius(radius, r.dimension) if ctx.norm == "linf" else radius
+
+
+def _simplex_finding(ctx: AuditContext, r: _Results) -> Finding:
+    s = r.simplex
+    radius_norm = _radius_in_norm(ctx, s.radius, r)
+    accuracies = [_certified_accuracy(radius_norm, r.correct, e) for e in ctx.eps]
+    values = s.radius[r.correct]
+    median = float(np.median(values)) if values.size else None
+    zero = float(np.mean(values == 0)) if values.size else 0.0
+    summary = (
+        f"Simplex certificate (Theorem 3): median certified l2 radius {median:.4g} "
+        f"(linf {median / np.sqrt(r.dimension):.3g}) over {values.size} correctly classified "
+        f"samples; certified accuracy {accuracies[0]:.1%} at {ctx.norm} eps {ctx.eps[0]:g}."
+        if median is not None
+        else "Simplex certificate (Theorem 3): no correctly classified sample."
+    )
+    metrics = [
+        Metric("median_radius", median, "l2", "median certified radius, correct samples"),
+        Metric("min_radius", float(values.min()) if values.size else None, "l2"),
+        Metric("median_linf_radius", None if median is None else median / np.sqrt(r.dimension)),
+        Metric("certified_accuracy", accuracies[0], "fraction", f"at eps {ctx.eps[0]:g}"),
+        *(
+            Metric(f"certified_accuracy@{e:g}", a, "fraction", f"{ctx.norm} eps {e:g}")
+            for e, a in zip(ctx.eps, accuracies, strict=True)
+        ),
+        Metric(
+            "face_binding_fraction",
+            float(np.mean(s.face_binds)),
+            "fraction",
+            "samples whose radius is P_min (the activation region), not d_min",
+        ),
+        Metric(
+            "zero_radius_fraction",
+            zero,
+            "fraction",
+            "correct samples on (or within rounding of) a face of their region: radius 0",
+        ),
+        Metric("seconds_per_sample", r.seconds_per_sample, "s"),
+        Metric("logit_tolerance", r.tolerance, "relative"),
+    ]
+    evidence = Evidence(
+        summaries=(
+            summarize("simplex_radius", s.radius, "l2"),
+            summarize("face_distance (P_min)", s.face_distance, "l2"),
+            summarize("decision_distance (d_min)", s.decision_distance, "l2"),
+        ),
+        examples=_smallest_examples(ctx, r),
+        plots=(_histogram("simplex-radius", "Simplex certified radius", s.radius[r.correct]),),
+        notes=_simplex_notes(zero),
+    )
+    return ctx.finding(
+        "simplex",
+        title="Simplex certificate (certified l2 radius, Theorem 3)",
+        status=Status.PASS,
+        severity=Severity.INFO,
+        method=Method.CERTIFIED,
+        summary=summary,
+        metrics=metrics,
+        evidence=evidence,
+        assumptions=_assumptions(ctx, r),
+        references=(Reference("singla2019", "Theorem 3, Algorithm 1"),),
+    )
+
+
+def _simplex_notes(zero: float) -> tuple[str, ...]:
+    notes = (
+        "Radii protect the predicted class; misclassified samples are never counted as "
+        "certified robust.",
+        "Each radius has a safety margin subtracted (deployed float32 runtime, input "
+        "rounding, float64 rounding) and is clamped at 0.",
+    )
+    if zero > 0:
+        notes += (
+            f"{zero:.0%} of the correctly classified samples lie on (or within rounding of) a "
+            "face of their activation region, e.g. exact MaxPool ties or ReLU pre-activations "
+            "at 0 on a constant image background: Theorem 3 certifies nothing there (radius 0). "
+            "This is a limit of the certificate, not evidence of an adversarial example.",
+        )
+    return notes
+
+
+def _smallest_examples(ctx: AuditContext, r: _Results) -> tuple:
+    order = np.argsort(np.where(r.correct, r.certified, np.inf), kind="stable")
+    chosen = [int(i) for i in order[: ctx.config.worst_examples] if r.correct[i]]
+    db = r.decision_boundary
+    return tuple(
+        adversarial_example(
+            ctx.data,
+            i,
+            r.attack.x_adv[i],
+            {
+                "certified_radius": float(r.certified[i]),
+                "simplex_radius": float(r.simplex.radius[i]),
+                "face_distance": float(r.simplex.face_distance[i]),
+                "decision_distance": float(r.simplex.decision_distance[i]),
+                "decision_boundary_radius": None if db is None else float(db[i]),
+                "attack_distance": float(r.attack.distance[i]) if r.attack.found[i] else None,
+                "ratio": None if np.isnan(r.ratio[i]) else float(r.ratio[i]),
+            },
+        )
+        for i in chosen
+    )
+
+
+def _decision_boundary_finding(ctx: AuditContext, r: _Results) -> Finding:
+    reference = (Reference("singla2019", "Theorem 4"),)
+    if r.decision_boundary is None:
+        return ctx.finding(
+            "decision-boundary",
+            title="Decision-boundary certificate (Theorem 4): not applicable",
+            status=Status.SKIPPED,
+            severity=Severity.INFO,
+            method=Method.CERTIFIED,
+            summary=f"Skipped: {r.db_reason}.",
+            references=reference,
+        )
+    db, simplex = r.decision_boundary, r.simplex.radius
+    values = db[r.correct]
+    accuracy = _certified_accuracy(_radius_in_norm(ctx, db, r), r.correct, ctx.eps[0])
+    at_least = float(np.mean(simplex[r.correct] >= values)) if values.size else None
+    median = float(np.median(values)) if values.size else None
+    summary = (
+        f"Decision-boundary certificate (Theorem 4): median certified l2 radius {median:.4g}; "
+        f"certified accuracy {accuracy:.1%} at {ctx.norm} eps {ctx.eps[0]:g}; the simplex "
+        f"certificate is at least as large on {at_least:.0%} of the samples."
+        if median is not None
+        else "Decision-boundary certificate (Theorem 4): no correctly classified sample."
+    )
+    return ctx.finding(
+        "decision-boundary",
+        title="Decision-boundary certificate (certified l2 radius, Theorem 4)",
+        status=Status.PASS,
+        severity=Severity.INFO,
+        method=Method.CERTIFIED,
+        summary=summary,
+        metrics=[
+            Metric("median_radius", median, "l2"),
+            Metric("min_radius", float(values.min()) if values.size else None, "l2"),
+            Metric("certified_accuracy", accuracy, "fraction", f"at eps {ctx.eps[0]:g}"),
+            Metric(
+                "simplex_at_least_as_large",
+                at_least,
+                "fraction",
+                "samples where simplex >= decision boundary (the paper's Figure 2a)",
+            ),
+        ],
+        evidence=Evidence(
+            summaries=(summarize("decision_boundary_radius", db, "l2"),),
+            plots=(_histogram("decision-boundary-radius", "Decision-boundary radius", values),),
+        ),
+        assumptions=(
+            Assumption("one hidden ReLU layer (depth 2)", True, "checked on the layer graph"),
+            *_assumptions(ctx, r)[1:],
+        ),
+        references=reference,
+    )
+
+
+def _gap_finding(ctx: AuditContext, r: _Results) -> Finding:
+    config: CertificatesConfig = ctx.config
+    per_eps = [_verdicts(ctx, r, e) for e in ctx.eps]
+    first = per_eps[0]
+    fractions = {
+        "certified": float(np.mean(first.certified)),
+        "non_robust": float(np.mean(first.non_robust)),
+        "undecided": float(np.mean(first.undecided)),
+    }
+    status, severity, threshold = _judge(fractions, config)
+    ratio = r.ratio[np.isfinite(r.ratio)]
+    summary = (
+        f"At {ctx.norm} eps {ctx.eps[0]:g}: {fractions['certified']:.1%} of the samples are "
+        f"certified robust, {fractions['non_robust']:.1%} are proven non-robust (misclassified "
+        f"or an adversarial example found within eps) and {fractions['undecided']:.1%} are "
+        "undecided"
+        + (f"; median certified/attack ratio {np.median(ratio):.3g}." if ratio.size else ".")
+    )
+    metrics = [
+        Metric("certified_fraction", fractions["certified"], "fraction", f"eps {ctx.eps[0]:g}"),
+        Metric("non_robust_fraction", fractions["non_robust"], "fraction", f"eps {ctx.eps[0]:g}"),
+        Metric("undecided_fraction", fractions["undecided"], "fraction", f"eps {ctx.eps[0]:g}"),
+        Metric("clean_accuracy", float(np.mean(r.correct)), "fraction"),
+        Metric(
+            "median_ratio",
+            float(np.median(ratio)) if ratio.size else None,
+            "ratio",
+            "certified radius / attack distance (l2), correctly classified samples",
+        ),
+        Metric("min_ratio", float(ratio.min()) if ratio.size else None, "ratio"),
+        Metric("max_ratio", float(ratio.max()) if ratio.size else None, "ratio"),
+    ]
+    for e, v in zip(ctx.eps, per_eps, strict=True):
+        metrics += [
+            Metric(f"certified_fraction@{e:g}", float(np.mean(v.certified)), "fraction"),
+            Metric(f"non_robust_fraction@{e:g}", float(np.mean(v.non_robust)), "fraction"),
+            Metric(f"undecided_fraction@{e:g}", float(np.mean(v.undecided)), "fraction"),
+        ]
+    return ctx.finding(
+        "gap",
+        title=f"Certified vs attacked at eps {ctx.eps[0]:g} ({ctx.norm})",
+        status=status,
+        severity=severity,
+        method=Method.CERTIFIED,
+        summary=summary,
+        metrics=metrics,
+        threshold=threshold,
+        evidence=Evidence(
+            summaries=(
+                summarize("certified_radius", r.certified, "l2"),
+                summarize("attack_distance", r.attack.distance[r.correct], "l2"),
+                summarize("certified/attack ratio", ratio, "ratio"),
+            ),
+            plots=_gap_plots(r),
+            notes=(
+                "Certified radius: the larger of the applicable certificates (both are lower "
+                "bounds). Attack distance: the core's l2 minimal-norm search (DeepFool + PGD "
+                "bisection), an upper bound on the true minimal distance; linf values use the "
+                "linf norm of the same adversarial points.",
+                "Undecided samples are where the truth lies between the two bounds: a tighter "
+                "certificate or a stronger attack could settle them.",
+            ),
+        ),
+        remediation=(
+            "A large non-robust fraction calls for adversarial or certified training at this "
+            "eps; a large undecided fraction for a tighter verifier (the simplex certificate "
+            "stops at the first activation-region face) before trusting the model at this eps."
+        ),
+        references=(Reference("singla2019", "Section 5, Figure 2"),),
+    )
+
+
+def _verdicts(ctx: AuditContext, r: _Results, eps: float) -> Verdicts:
+    if ctx.norm == "linf":
+        return verdicts(r.correct, r.certified_linf, r.attack_linf, eps)
+    return verdicts(r.correct, r.certified, r.attack.distance, eps)
+
+
+def _judge(
+    fractions: dict[str, float], config: CertificatesConfig
+) -> tuple[Status, Severity, Threshold]:
+    if fractions["non_robust"] > config.fail_nonrobust_above:
+        return (
+            Status.FAIL,
+            Severity.HIGH,
+            Threshold("non_robust_fraction", "<=", config.fail_nonrobust_above),
+        )
+    if fractions["non_robust"] > config.warn_nonrobust_above:
+        return (
+            Status.WARN,
+            Severity.MEDIUM,
+            Threshold("non_robust_fraction", "<=", config.warn_nonrobust_above),
+        )
+    if fractions["undecided"] > config.warn_undecided_above:
+        return (
+            Status.WARN,
+            Severity.LOW,
+            Threshold("undecided_fraction", "<=", config.warn_undecided_above),
+        )
+    return (
+        Status.PASS,
+        Severity.INFO,
+        Threshold("non_robust_fraction", "<=", config.warn_nonrobust_above),
+    )
+
+
+def _gap_plots(r: _Results) -> tuple[Plot, ...]:
+    usable = np.isfinite(r.ratio)
+    attack = r.attack.distance[usable]
+    top = float(max(attack.max(initial=0.0), r.certified[usable].max(initial=0.0))) or 1.0
+    return (
+        _accuracy_plot("accuracy-curves-l2", "l2", r.certified, r.attack.distance, r.correct),
+        _accuracy_plot("accuracy-curves-linf", "linf", r.certified_linf, r.attack_linf, r.correct),
+        Plot(
+            id="certified-vs-attack",
+            title="Per sample: certified radius vs attack distance (l2)",
+            x_label="attack distance (l2)",
+            y_label="certified radius (l2)",
+            series=(
+                Series("samples", floats(r.certified[usable]), floats(attack), "scatter"),
+                Series("certified = attack", floats([0.0, top]), floats([0.0, top]), "line"),
+            ),
+        ),
+        _histogram("ratio", "Per-sample ratio certified / attack (l2)", r.ratio[usable], "ratio"),
+    )
+
+
+def _accuracy_plot(
+    plot_id: str, norm: str, certified: np.ndarray, attack: np.ndarray, correct: np.ndarray
+) -> Plot:
+    finite = attack[np.isfinite(attack) & correct]
+    top = float(max(finite.max(initial=0.0), certified[correct].max(initial=0.0)))
+    grid = np.linspace(0.0, 1.1 * top if top > 0 else 1.0, 80)
+    certified_curve = [_certified_accuracy(certified, correct, e) for e in grid]
+    empirical_curve = [float(np.mean(correct & (attack > e))) for e in grid]
+    return Plot(
+        id=plot_id,
+        title=f"Certified vs empirical robust accuracy ({norm})",
+        x_label=f"eps ({norm})",
+        y_label="accuracy",
+        series=(
+            Series("certified (lower bound)", floats(certified_curve), floats(grid), "step"),
+            Series("attack (upper bound)", floats(empirical_curve), floats(grid), "step"),
+        ),
+    )
+
+
+def _histogram(plot_id: str, title: str, values: np.ndarray, unit: str = "l2") -> Plot:
+    finite = np.asarray(values, dtype=np.float64)
+    finite = finite[np.isfinite(finite)]
+    return Plot(
+        id=plot_id,
+        title=title,
+        kind="histogram",
+        x_label=unit,
+        y_label="samples",
+        series=(Series(title, floats(finite)),),
+    )
+
+
+def _consistency_finding(ctx: AuditContext, r: _Results) -> Finding:
+    bad = violations(r.correct, r.certified, r.attack.distance)
+    compared = int(np.sum(r.correct & r.attack.found))
+    if bad.any():
+        worst = int(np.argmax(np.where(bad, r.certified - r.attack.distance, -np.inf)))
+        summary = (
+            f"{int(bad.sum())} certified radius/radii exceed a verified attack distance "
+            f"(e.g. sample {int(ctx.data.indices[worst])}: certified {r.certified[worst]:.6g} > "
+            f"attack {r.attack.distance[worst]:.6g}). A certificate is unsound here: this is a "
+            "bug in the tool; do not trust these radii."
+        )
+        status, severity = Status.FAIL, Severity.CRITICAL
+    else:
+        summary = (
+            f"No verified attack point lies inside a certified ball ({compared} samples compared)."
+        )
+        status, severity = Status.PASS, Severity.INFO
+    return ctx.finding(
+        "consistency",
+        title="Certificates never exceed a verified attack distance",
+        status=status,
+        severity=severity,
+        method=Method.CERTIFIED,
+        summary=summary,
+        metrics=[
+            Metric("violations", int(bad.sum()), "samples"),
+            Metric("samples_compared", compared, "samples"),
+        ],
+        references=(Reference("singla2019", "Section 5"),),
+    )
+
+
+@hookimpl
+def audit_register_analyses(register) -> None:
+    register(Certificates())
