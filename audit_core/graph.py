@@ -177,10 +177,22 @@ class LayerGraph:
         """The graph as ``affine (-> ReLU -> affine)*`` matrices; NotApplicable otherwise.
 
         Consecutive affine layers (normalisation, reshapes, convolutions,
-        matmuls) are composed into one matrix by pushing the identity basis
-        through them. Raises when the graph has branches, a non-ReLU nonlinearity,
-        or two ReLUs in a row.
+        matmuls) are composed into one matrix, from the side of the smaller
+        dimension: the identity basis is pushed forward through the block when
+        its input is narrower than its output, and pulled back (one batched
+        vector-Jacobian product per output) otherwise. Raises when the graph has
+        branches, a non-ReLU nonlinearity, or two ReLUs in a row.
         """
+        return self._compose_blocks(self._dense_blocks())
+
+    def dense_depth(self) -> int:
+        """Number of affine blocks of a plain affine/ReLU chain, without composing any matrix.
+
+        Raises ``NotApplicable`` (with the reason) when the graph is not such a chain.
+        """
+        return len(self._dense_blocks())
+
+    def _dense_blocks(self) -> list[list[int]]:
         if self.cut_points != tuple(range(len(self.nodes))):
             raise NotApplicable("the model has parallel branches (not a plain chain)")
         blocks: list[list[int]] = [[]]
@@ -195,37 +207,56 @@ class LayerGraph:
                 blocks[-1].append(index)
         if not blocks[-1]:
             raise NotApplicable("the model ends with a ReLU (no affine output layer)")
-        return self._compose_blocks(blocks)
+        return blocks
 
     def _compose_blocks(self, blocks: list[list[int]]) -> DenseView:
         weights, biases = [], []
-        width = self.input_size
         for block in blocks:
-            weight, bias = self._compose_affine(block, width)
+            weight, bias = self._compose_affine(block)
             weights.append(weight)
             biases.append(bias)
-            width = weight.shape[0]
         return DenseView(tuple(weights), tuple(biases))
 
-    def _compose_affine(self, block: Sequence[int], width: int) -> tuple[np.ndarray, np.ndarray]:
+    def _compose_affine(self, block: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
         first = self.nodes[block[0]]
         in_shape = self.nodes[first.inputs[0]].shape
         if len(block) == 1 and isinstance(first.layer, Dense) and len(in_shape) == 1:
-            bias = (
-                first.layer.bias
-                if first.layer.bias is not None
-                else np.zeros(len(first.layer.weight))
-            )
-            return np.array(first.layer.weight), np.array(bias)
+            weight = first.layer.weight
+            bias = first.layer.bias if first.layer.bias is not None else np.zeros(len(weight))
+            return np.array(weight), np.array(bias)
+        layers = [self.nodes[index].layer for index in block]
+        in_width = int(np.prod(in_shape))
+        out_width = int(np.prod(self.nodes[block[-1]].shape))
         with torch.no_grad():
-            basis = torch.eye(width, dtype=torch.float64).reshape(width, *in_shape)
-            zero = torch.zeros((1, *in_shape), dtype=torch.float64)
-            images, offset = basis, zero
-            for index in block:
-                layer = self.nodes[index].layer
-                images = layer.linear(images)
+            offset = torch.zeros((1, *in_shape), dtype=torch.float64)
+            for layer in layers:
                 offset = layer.forward(offset)
-        return images.reshape(width, -1).T.numpy().copy(), offset.reshape(-1).numpy().copy()
+        if in_width <= out_width:
+            weight = _push_forward(layers, in_shape, in_width)
+        else:
+            weight = _pull_back(layers, in_shape, out_width)
+        return weight, offset.reshape(-1).numpy().copy()
+
+
+def _push_forward(layers: Sequence[Layer], in_shape: tuple[int, ...], width: int) -> np.ndarray:
+    """The matrix of a linear chain, column by column (identity pushed forward)."""
+    with torch.no_grad():
+        images = torch.eye(width, dtype=torch.float64).reshape(width, *in_shape)
+        for layer in layers:
+            images = layer.linear(images)
+    return images.reshape(width, -1).T.numpy().copy()
+
+
+def _pull_back(layers: Sequence[Layer], in_shape: tuple[int, ...], width: int) -> np.ndarray:
+    """The matrix of a linear chain, row by row (one batched vector-Jacobian product)."""
+    point = torch.zeros((1, *in_shape), dtype=torch.float64, requires_grad=True)
+    out = point
+    for layer in layers:
+        out = layer.linear(out)
+    (rows,) = torch.autograd.grad(
+        out.reshape(-1), point, torch.eye(width, dtype=torch.float64), is_grads_batched=True
+    )
+    return rows.reshape(width, -1).numpy().copy()
 
 
 class _GraphModule(torch.nn.Module):

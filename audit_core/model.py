@@ -50,9 +50,14 @@ class AuditedModel:
             return None
 
     def relu_depth(self) -> int | None:
-        """Number of affine layers of a plain affine/ReLU chain (2 for a one-hidden-layer net)."""
-        view = self.dense_view
-        return None if view is None else view.depth
+        """Number of affine layers of a plain affine/ReLU chain (2 for a one-hidden-layer net).
+
+        Structural: no matrix is composed (cheap even for wide convolutional nets).
+        """
+        try:
+            return self.graph.dense_depth()
+        except NotApplicable:
+            return None
 
     def info(self, accuracy: float | None = None) -> ModelInfo:
         return ModelInfo(
