@@ -6,9 +6,15 @@ import os
 import textwrap
 from pathlib import Path
 
-CORPUS = Path(
-    os.environ.get("AUDIT_CORPUS", Path(__file__).resolve().parents[2] / "shared" / "corpus")
-)
+def _find_corpus() -> Path:
+    """``AUDIT_CORPUS``, else ``shared/corpus`` next to the checkout, else /work/shared/corpus."""
+    if "AUDIT_CORPUS" in os.environ:
+        return Path(os.environ["AUDIT_CORPUS"])
+    beside = Path(__file__).resolve().parents[2] / "shared" / "corpus"
+    return beside if beside.is_dir() else Path("/work/shared/corpus")
+
+
+CORPUS = _find_corpus()
 """The public test corpus in ../shared/corpus (override with AUDIT_CORPUS)."""
 
 
