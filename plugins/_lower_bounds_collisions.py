@@ -350,6 +350,7 @@ def relu_collisions(
         "already_optimal": int((optimal & ~pruned).sum()),
         "searched": len(finished),
         "unfinished": len(todo) - len(finished),
+        "cut_short": sum(r.status == "deadline" for _, r in finished),
         "cone_steps": sum(r.steps for _, r in finished),
         "solver_failures": sum(r.status == "solver" for _, r in finished),
         "search_dim": chain.dim,

@@ -529,13 +529,27 @@ def flip_patterns(
     return new[0], new[1], flips
 
 
-def descend(chain: Chain, u: np.ndarray, v: np.ndarray, settings: DescentSettings) -> DescentResult:
-    """Algorithm 2 with midpoint initialisation for one pair; every step's optimum is kept."""
+def descend(
+    chain: Chain,
+    u: np.ndarray,
+    v: np.ndarray,
+    settings: DescentSettings,
+    deadline: float = float("inf"),
+) -> DescentResult:
+    """Algorithm 2 with midpoint initialisation for one pair; every step's optimum is kept.
+
+    Past ``deadline`` (``time.time()``) no further cone program starts: the steps
+    solved so far are returned (status ``"deadline"``); each is a candidate that is
+    verified like any other, so stopping early only loses edges, never soundness.
+    """
     masks = initial_masks(chain, u, v)
     masks_u, masks_v = masks, [m.copy() for m in masks]
     eps_old = float(np.linalg.norm(u - v)) / 2
     ys, status, trace = [], "converged", []
     for _ in range(settings.max_steps):
+        if ys and time.time() >= deadline:
+            status = "deadline"
+            break
         radius = eps_old if settings.drop_far_rows else np.inf
         data = build_cone(chain, u, v, masks_u, masks_v, radius)
         solution = solve_cone(data, settings.solver, settings.fast)
@@ -567,7 +581,8 @@ def descend_many(
     """``descend`` over rows of ``us``/``vs`` (a worker's chunk); None once past ``deadline``."""
     results: list[DescentResult | None] = []
     for u, v in zip(us, vs, strict=True):
-        results.append(descend(chain, u, v, settings) if time.time() < deadline else None)
+        started = time.time() < deadline
+        results.append(descend(chain, u, v, settings, deadline) if started else None)
     return results
 
 

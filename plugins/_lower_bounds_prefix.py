@@ -10,7 +10,9 @@ distances eps_f(u, v) are found depends on what it is made of:
 - ``relu``: a plain chain of affine and ReLU layers: the descent of
   Algorithm 2 / Appendix C on the chain of composed affine blocks;
 - ``carried``: anything else (MaxPool, LeakyReLU, branches around a ReLU,
-  smooth activations): no search of its own; it keeps the collisions of the
+  smooth activations), and ReLU chains too large for one cone program per step
+  (``search_size`` above the limit: a conv layer with tens of thousands of
+  neurons makes each step take minutes): no search of its own; it keeps the collisions of the
   shorter prefixes, re-verified on it (they carry over, see ``collisions``).
 
 Composed affine maps are obtained by pushing the identity basis through the
@@ -69,13 +71,39 @@ def describe_prefix(graph: LayerGraph, k: int) -> str:
     return f"{k}: {graph.nodes[k].layer.describe()}"
 
 
-def build_prefixes(graph: LayerGraph, max_entries: int) -> tuple[Prefix, ...]:
+def build_prefixes(
+    graph: LayerGraph, max_entries: int, max_search: float = float("inf")
+) -> tuple[Prefix, ...]:
     """Every prefix of ``prefix_nodes(graph)``, classified and (when needed) composed.
 
-    ``max_entries`` bounds the size of a composed dense matrix; larger prefixes
-    become ``carried``.
+    ``max_entries`` bounds the size of a composed dense matrix and ``max_search``
+    the ``search_size`` of a ReLU chain; larger prefixes become ``carried``.
     """
-    return tuple(_build(graph, k, max_entries) for k in prefix_nodes(graph))
+    prefixes = (_build(graph, k, max_entries) for k in prefix_nodes(graph))
+    return tuple(_limit_search(p, max_search) for p in prefixes)
+
+
+def search_size(blocks: tuple[Block, ...]) -> int:
+    """ReLU chain's neurons times its search dimension (at most the first block's rank).
+
+    A cone program of the descent has about two rows per neuron in twice the search
+    dimension. Measured on one core: 0.02-1.6 s a step up to 0.4M (corpus MLPs),
+    0.1-32 s around 1-2M (random dense layers), 5.5 minutes at 18M (the corpus's
+    Convnet_maxpool, 23,328 ReLUs on 784 inputs).
+    """
+    neurons = sum(b.weight.shape[0] for b in blocks)
+    first = blocks[0].weight
+    return neurons * min(first.shape)
+
+
+def _limit_search(prefix: Prefix, max_search: float) -> Prefix:
+    if prefix.kind != RELU or search_size(prefix.blocks) <= max_search:
+        return prefix
+    note = (
+        f"search size {search_size(prefix.blocks):,} neurons x dimensions is above "
+        f"max_search_size {max_search:,.0f}: collisions carried over, not searched"
+    )
+    return Prefix(prefix.node, prefix.name, CARRIED, note=note)
 
 
 def _build(graph: LayerGraph, k: int, max_entries: int) -> Prefix:

@@ -110,6 +110,9 @@ class LowerBoundsConfig:
     the paper's unconstrained l2 ball (valid for the stronger, unconstrained adversary)."""
     max_matrix_entries: int = 50_000_000
     """Largest composed dense matrix; larger prefixes only carry collisions over."""
+    max_search_size: int = 2_000_000
+    """Largest ReLU chain searched with cone programs (neurons x search dimension; a step
+    can take half a minute near the limit); larger ones only carry collisions over."""
     fail_above: float = 0.5
     """Deepest-prefix 0-1 lower bound at eps above this fails (severity high)."""
     warn_above: float = 0.1
@@ -275,7 +278,7 @@ def analyse(ctx: AuditContext) -> Result:
     local_a, local_b = select_pairs(task, x, config.max_pairs)
     pairs = Pairs(x, task.pos_a[local_a], task.pos_b[local_b])
     grid = eps_grid(ctx)
-    prefixes = build_prefixes(graph, config.max_matrix_entries)
+    prefixes = build_prefixes(graph, config.max_matrix_entries, config.max_search_size)
     settings = SearchSettings(
         max_budget=float(grid.max()),
         descent=DescentSettings(config.max_steps, config.dual_tol, config.solver),

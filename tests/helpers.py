@@ -6,6 +6,7 @@ import os
 import textwrap
 from pathlib import Path
 
+
 def _find_corpus() -> Path:
     """``AUDIT_CORPUS``, else ``shared/corpus`` next to the checkout, else /work/shared/corpus."""
     if "AUDIT_CORPUS" in os.environ:

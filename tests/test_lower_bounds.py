@@ -29,6 +29,7 @@ from audit_plugins._lower_bounds_descent import (
     DescentSettings,
     build_cone,
     descend,
+    descend_many,
     flip_patterns,
     initial_masks,
     make_chain,
@@ -40,7 +41,15 @@ from audit_plugins._lower_bounds_graph import (
     cross_entropy_bound,
     zero_one_bound,
 )
-from audit_plugins._lower_bounds_prefix import AFFINE, INPUT, RELU, build_prefixes, row_space
+from audit_plugins._lower_bounds_prefix import (
+    AFFINE,
+    CARRIED,
+    INPUT,
+    RELU,
+    build_prefixes,
+    row_space,
+    search_size,
+)
 
 
 def numpy_forward(weights, biases, x, layers):
@@ -431,3 +440,29 @@ def test_box_constrained_collisions_stay_inside_and_match_cvxpy(tmp_path) -> Non
         ]
         cp.Problem(cp.Minimize(eps), constraints).solve(solver=cp.CLARABEL)
         assert found[1].eps[k] == pytest.approx(float(eps.value), rel=1e-5, abs=1e-7)
+
+
+def test_descent_past_its_deadline_keeps_the_first_step_only(tmp_path) -> None:
+    weights, biases = random_mlp([2, 3, 2, 2], seed=11)
+    graph = load_onnx(mlp_onnx(tmp_path / "tiny.onnx", weights, biases)).graph
+    chain = make_chain(build_prefixes(graph, 10**8)[-1].blocks, None)
+    points = np.random.default_rng(12).normal(size=(6, 2))
+    pairs = list(zip(points[:3], points[3:], strict=True))
+    results = [descend(chain, u, v, DescentSettings()) for u, v in pairs]
+    late = [descend(chain, u, v, DescentSettings(), deadline=0.0) for u, v in pairs]
+    for full, cut in zip(results, late, strict=True):
+        assert cut.steps == 1  # the first cone program always runs
+        assert cut.status == ("deadline" if full.steps > 1 else full.status)
+        np.testing.assert_allclose(cut.u_tilde[0], full.u_tilde[0])
+    assert any(full.steps > 1 for full in results)  # the cut was exercised
+    assert descend_many(chain, points[:3], points[3:], DescentSettings(), 0.0) == [None] * 3
+
+
+def test_relu_chains_above_the_search_limit_only_carry_collisions(small_net) -> None:
+    graph, *_ = small_net
+    full = build_prefixes(graph, 10**8)
+    sizes = [search_size(p.blocks) for p in full if p.kind == RELU]
+    assert sizes == sorted(sizes) and sizes[0] == 10 * 6  # 10 neurons x rank 6
+    limited = build_prefixes(graph, 10**8, max_search=sizes[0])
+    assert [p.kind for p in limited] == [INPUT, AFFINE, RELU, CARRIED, CARRIED]
+    assert "max_search_size" in limited[-1].note
