@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from audit_core.errors import NotApplicable
-from audit_core.fidelity import FidelityReport, check_fidelity
+from audit_core.fidelity import DEFAULT_TOLERANCE, FidelityReport, check_fidelity
 from audit_core.graph import DenseView, LayerGraph
 from audit_core.onnx_import import LoadedModel, load_onnx
 from audit_core.report_model import ModelInfo
@@ -95,10 +95,11 @@ def open_model(
     *,
     sample_shape: tuple[int, ...] | None = None,
     bounds: tuple[float, float] = (0.0, 1.0),
+    tolerance: float = DEFAULT_TOLERANCE,
 ) -> AuditedModel:
     """Load, convert and fidelity-check one model."""
     loaded = load_onnx(path, sample_shape)
-    return audited(loaded, name, samples, rng, bounds=bounds)
+    return audited(loaded, name, samples, rng, bounds=bounds, tolerance=tolerance)
 
 
 def audited(
@@ -108,8 +109,9 @@ def audited(
     rng: np.random.Generator,
     *,
     bounds: tuple[float, float] = (0.0, 1.0),
+    tolerance: float = DEFAULT_TOLERANCE,
 ) -> AuditedModel:
-    """Build the torch module for ``loaded`` and run the fidelity check."""
+    """Build the torch module for ``loaded`` and run the fidelity check at ``tolerance``."""
     torch_model = build_torch_model(loaded.proto, loaded.graph, loaded.has_batch)
-    fidelity = check_fidelity(loaded, torch_model, samples, rng, bounds=bounds)
+    fidelity = check_fidelity(loaded, torch_model, samples, rng, bounds=bounds, tolerance=tolerance)
     return AuditedModel(name, loaded, torch_model, fidelity)

@@ -172,7 +172,8 @@ def load_models_and_data(
         ui.status(f"checking {name} against onnxruntime")
         bounds = (data.lower, data.upper) if data is not None else (0.0, 1.0)
         samples = None if data is None else data.x
-        models.append(audited(model, name, samples, rng, bounds=bounds))
+        tolerance = settings.fidelity_tolerance
+        models.append(audited(model, name, samples, rng, bounds=bounds, tolerance=tolerance))
     return models, data
 
 

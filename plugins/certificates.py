@@ -282,6 +282,8 @@ def _simplex_finding(ctx: AuditContext, r: _Results) -> Finding:
     values = s.radius[r.correct]
     median = float(np.median(values)) if values.size else None
     zero = float(np.mean(values == 0)) if values.size else 0.0
+    slack_bound = (s.decision_distance == 0) & (s.raw_decision_distance > 0)
+    by_slack = float(np.mean(slack_bound[r.correct])) if values.size else 0.0
     summary = (
         f"Simplex certificate (Theorem 3): median certified l2 radius {median:.4g} "
         f"(linf {median / np.sqrt(r.dimension):.3g}) over {values.size} correctly classified "
@@ -308,7 +310,13 @@ def _simplex_finding(ctx: AuditContext, r: _Results) -> Finding:
             "zero_radius_fraction",
             zero,
             "fraction",
-            "correct samples on (or within rounding of) a face of their region: radius 0",
+            "correct samples certified with radius 0",
+        ),
+        Metric(
+            "zero_by_logit_slack_fraction",
+            by_slack,
+            "fraction",
+            "correct samples whose logit gap is below the runtime slack: radius 0",
         ),
         Metric("seconds_per_sample", r.seconds_per_sample, "s"),
         Metric("logit_tolerance", r.tolerance, "relative"),
@@ -321,7 +329,7 @@ def _simplex_finding(ctx: AuditContext, r: _Results) -> Finding:
         ),
         examples=_smallest_examples(ctx, r),
         plots=(_histogram("simplex-radius", "Simplex certified radius", s.radius[r.correct]),),
-        notes=_simplex_notes(zero),
+        notes=_simplex_notes(zero, by_slack, r.tolerance),
     )
     return ctx.finding(
         "simplex",
@@ -337,19 +345,27 @@ def _simplex_finding(ctx: AuditContext, r: _Results) -> Finding:
     )
 
 
-def _simplex_notes(zero: float) -> tuple[str, ...]:
+def _simplex_notes(zero: float, by_slack: float, tolerance: float) -> tuple[str, ...]:
     notes = (
         "Radii protect the predicted class; misclassified samples are never counted as "
         "certified robust.",
         "Each radius has a safety margin subtracted (deployed float32 runtime, input "
         "rounding, float64 rounding) and is clamped at 0.",
     )
-    if zero > 0:
+    if by_slack > 0:
         notes += (
-            f"{zero:.0%} of the correctly classified samples lie on (or within rounding of) a "
-            "face of their activation region, e.g. exact MaxPool ties or ReLU pre-activations "
-            "at 0 on a constant image background: Theorem 3 certifies nothing there (radius 0). "
-            "This is a limit of the certificate, not evidence of an adversarial example.",
+            f"{by_slack:.0%} of the correctly classified samples have a top-2 logit gap below "
+            f"the runtime slack (2 x {tolerance:.3g} x max(1, |logit|)): the float32 runtime "
+            "may already rank them differently, so nothing is certified there. If the fidelity "
+            "check shows a smaller error, a smaller `fidelity-tolerance` certifies them.",
+        )
+    if zero - by_slack > 0:
+        notes += (
+            f"{zero - by_slack:.0%} of the correctly classified samples lie on (or within "
+            "rounding of) a face of their activation region, e.g. exact MaxPool ties or ReLU "
+            "pre-activations at 0 on a constant image background: Theorem 3 certifies nothing "
+            "there (radius 0). This is a limit of the certificate, not evidence of an "
+            "adversarial example.",
         )
     return notes
 

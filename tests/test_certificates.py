@@ -399,3 +399,28 @@ def test_non_piecewise_linear_model_is_skipped_with_the_reason(run_audit, tmp_pa
     assert finding["status"] == "skipped"
     assert "Sigmoid" in finding["summary"]
     assert run.exit_code == 5  # nothing could be analysed
+
+
+def test_logit_gaps_below_the_runtime_slack_are_explained_and_tunable(run_audit, tmp_path) -> None:
+    """ACAS Xu scores differ by ~1e-4: the default 1e-4 runtime slack certifies nothing,
+    the report says why, and a tighter fidelity tolerance certifies them."""
+    x = np.random.default_rng(0).uniform(-0.5, 0.5, size=(40, 5)).astype(np.float32)
+    np.save(tmp_path / "acas.npy", x)
+    model = corpus("acasxu/ACASXU_run2a_1_1_batch_2000.onnx")
+
+    def simplex(*extra: str) -> dict:
+        run = run_audit(model, "--data", "acas.npy", *extra, *FAST)
+        assert run.exit_code == 0, run.stderr
+        finding = next(f for f in run.findings if f["id"].startswith("certificates/simplex/"))
+        return finding
+
+    loose = simplex()
+    metrics = {m["name"]: m["value"] for m in loose["metrics"]}
+    assert metrics["zero_by_logit_slack_fraction"] >= 0.25
+    assert metrics["zero_radius_fraction"] >= metrics["zero_by_logit_slack_fraction"]
+    assert any("fidelity-tolerance" in note for note in loose["evidence"]["notes"])
+    (tmp_path / "audit.toml").write_text("fidelity-tolerance = 1e-6\n")
+    tight = {m["name"]: m["value"] for m in simplex()["metrics"]}
+    assert tight["logit_tolerance"] == 1e-6
+    assert tight["zero_by_logit_slack_fraction"] < metrics["zero_by_logit_slack_fraction"]
+    assert tight["median_radius"] > 0

@@ -152,6 +152,21 @@ def test_pyproject_table_and_dash_o_override(run_audit, tiny_model, tiny_data, t
     assert config["steps"] == 9
 
 
+def test_fidelity_tolerance_setting_reaches_the_check(
+    run_audit, tiny_model, tiny_data, tmp_path
+) -> None:
+    (tmp_path / "audit.toml").write_text("fidelity-tolerance = 1e-5\n")
+    run = run_audit(tiny_model, "--data", tiny_data, "--samples", "3")
+    assert run.exit_code == 0, run.stderr
+    assert run.report["models"][0]["fidelity"]["tolerance"] == 1e-5
+    # float32 onnxruntime vs the float64 graph differ by ~1e-8: far above 1e-15
+    (tmp_path / "audit.toml").write_text("fidelity-tolerance = 1e-15\n")
+    out = _previous_reports(tmp_path)
+    strict = run_audit(tiny_model, "--data", tiny_data, "--samples", "3", out=out.name)
+    _assert_one_line_error(strict, 4, "tolerance 1e-15", "first disagreeing layer")
+    _assert_untouched(out)
+
+
 def test_export_writes_per_sample_arrays(run_audit, tiny_model, tiny_data, tmp_path) -> None:
     run = run_audit(tiny_model, "--data", tiny_data, "--samples", "8", "--export", "arrays")
     assert run.exit_code == 0
