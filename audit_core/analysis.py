@@ -9,6 +9,7 @@ analysis), and implements ``run(ctx)`` returning findings.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -260,3 +261,42 @@ def _number_like(value: Any, kind: type) -> int | float | None:
     if kind is int and float(value) != int(value):
         return None
     return kind(value)
+
+
+@dataclass(frozen=True)
+class Parameter:
+    """One parameter of an analysis's ``Config`` (``audit plugins`` lists them)."""
+
+    name: str
+    default: Any
+    doc: str
+
+
+def config_parameters(analysis: Analysis) -> tuple[Parameter, ...]:
+    """The ``Config`` fields with their defaults and attribute docstrings (the string
+    literal written under a field, as in the built-in plugins; "" when there is none)."""
+    defaults = analysis.Config()
+    docs = _attribute_docstrings(analysis.Config)
+    return tuple(
+        Parameter(f.name, getattr(defaults, f.name), docs.get(f.name, ""))
+        for f in dataclasses.fields(analysis.Config)
+    )
+
+
+def _attribute_docstrings(cls: type) -> dict[str, str]:
+    """``{field: docstring}`` from the class source; {} when the source is unavailable."""
+    import ast
+    import inspect
+    import textwrap
+
+    try:
+        tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
+    except (OSError, TypeError, SyntaxError):
+        return {}
+    body = tree.body[0].body if tree.body and isinstance(tree.body[0], ast.ClassDef) else []
+    docs = {}
+    for node, after in itertools.pairwise(body):
+        documented = isinstance(after, ast.Expr) and isinstance(after.value, ast.Constant)
+        if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and documented:
+            docs[node.target.id] = " ".join(str(after.value.value).split())
+    return docs

@@ -20,6 +20,7 @@ from typing import Any, NoReturn
 from rich.console import Console
 
 from audit_core import __version__
+from audit_core.analysis import config_parameters
 from audit_core.console import ConsoleUI, QuietUI, summary_table, verdict_line
 from audit_core.errors import AuditError, ConfigError, ExitCode, UsageError
 from audit_core.exports import write_exports
@@ -187,6 +188,9 @@ def _plugins_command(argv: list[str]) -> ExitCode:
         for name in info.analyses:
             analysis = host.analyses[name]
             console.print(f"  analysis {name}: {analysis.title}", highlight=False, markup=False)
+            for p in config_parameters(analysis):
+                line = f"    {name}.{p.name} = {_shown(p.default)}  {p.doc}"
+                console.print(line.rstrip(), highlight=False, markup=False, overflow="fold")
         if info.error:
             console.print(f"  [red]error:[/] {info.error}", highlight=False)
     return ExitCode.OK
@@ -198,12 +202,34 @@ def _plugin_dict(info: Any, host: PluginHost) -> dict[str, Any]:
         "version": info.version,
         "builtin": info.builtin,
         "hooks": list(info.hooks),
-        "analyses": [
-            {"name": n, "title": host.analyses[n].title, "tags": list(host.analyses[n].tags)}
-            for n in info.analyses
-        ],
+        "analyses": [_analysis_dict(host.analyses[n]) for n in info.analyses],
         "error": info.error or None,
     }
+
+
+def _analysis_dict(analysis: Any) -> dict[str, Any]:
+    return {
+        "name": analysis.name,
+        "title": analysis.title,
+        "tags": list(analysis.tags),
+        "parameters": [
+            {"name": p.name, "default": _jsonable(p.default), "doc": p.doc}
+            for p in config_parameters(analysis)
+        ],
+    }
+
+
+def _jsonable(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else value
+
+
+def _shown(value: Any) -> str:
+    """A default as it would be written in ``-o ANALYSIS.KEY=VALUE``."""
+    if isinstance(value, tuple):
+        return ",".join(str(v) for v in value) or '""'
+    if isinstance(value, bool):
+        return str(value).lower()
+    return str(value) if value != "" else '""'
 
 
 def _host(plugin_flags: list[str] | None) -> PluginHost:

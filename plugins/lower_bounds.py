@@ -89,6 +89,7 @@ class LowerBoundsConfig:
     eps_grid: tuple[float, ...] = ()
     """Budgets of the curves; default: ``grid_points`` budgets from 0 to ``grid_max``."""
     grid_points: int = 11
+    """Number of budgets of the default grid (0 included)."""
     grid_max: float = 0.0
     """Largest budget of the default grid; 0: 2.5 x the largest --eps."""
     max_pairs: int = 2500
@@ -116,7 +117,7 @@ class LowerBoundsConfig:
     fail_above: float = 0.5
     """Deepest-prefix 0-1 lower bound at eps above this fails (severity high)."""
     warn_above: float = 0.1
-    """... above this warns (severity medium)."""
+    """Deepest-prefix 0-1 lower bound at eps above this warns (severity medium)."""
 
 
 @dataclass

@@ -1116,12 +1116,14 @@ class ModelTransferConfig:
     attack: str = "ifgsm"
     """``ifgsm`` (iterated FGSM, as in the paper: no random start, last iterate) or ``pgd``."""
     steps: int = 40
+    """Attack iterations per eps (the paper's iterated FGSM: 40 steps)."""
     linf_step: float = 0.01
     """linf step as a fraction of the input range (the paper's gamma = 0.01); raised to
     eps / steps where the steps could not reach eps otherwise."""
     svm_surrogates: int = 0
     """Linear SVMs (LinearSVC) trained on disjoint parts of the audit data, added as sources."""
     svm_c: float = 1.0
+    """Regularisation C of the surrogate LinearSVCs."""
     warn_drop: float = 0.2
     """Warn when the best source lowers a target's accuracy this much more than random."""
 

@@ -210,6 +210,24 @@ def test_plugins_listing(run_audit) -> None:
     assert "attack-bound" in text.stdout and "built-in" in text.stdout
 
 
+def test_plugins_listing_documents_every_parameter(run_audit, monkeypatch) -> None:
+    """``audit plugins`` is where a user finds each analysis's config keys and defaults."""
+    monkeypatch.delenv("AUDIT_PLUGINS")
+    listing = json.loads(run_audit("plugins", "--json").stdout)
+    analyses = {a["name"]: a for p in listing if p["builtin"] for a in p["analyses"]}
+    assert len(analyses) == 7
+    for name, analysis in analyses.items():
+        assert analysis["parameters"], name
+        for parameter in analysis["parameters"]:
+            assert parameter["doc"], f"{name}.{parameter['name']} has no docstring"
+    lower = {p["name"]: p for p in analyses["lower-bounds"]["parameters"]}
+    assert lower["max_search_size"]["default"] == 2_000_000
+    assert lower["eps_grid"]["default"] == []
+    text = run_audit("plugins").stdout
+    assert "lower-bounds.max_search_size = 2000000" in text
+    assert "model-transfer.norms = linf,l2" in text  # as written in -o A.KEY=VALUE
+
+
 def test_dash_p_blocks_a_plugin(run_audit) -> None:
     listing = json.loads(run_audit("plugins", "--json", "-p", "no:attack-bound").stdout)
     assert "attack-bound" not in [p["name"] for p in listing]

@@ -77,13 +77,13 @@ def test_pip_installed_plugin_is_listed(example, tmp_path) -> None:
     plugin = plugins["lipschitz-certificate"]
     assert plugin["version"] == "0.1.0" and plugin["builtin"] is False
     assert plugin["hooks"] == ["audit_register_analyses"] and plugin["error"] is None
-    assert plugin["analyses"] == [
-        {
-            "name": "lipschitz-certificate",
-            "title": "Global Lipschitz certificate",
-            "tags": ["certified", "lipschitz"],
-        }
-    ]
+    (analysis,) = plugin["analyses"]
+    assert analysis["name"] == "lipschitz-certificate"
+    assert analysis["title"] == "Global Lipschitz certificate"
+    assert analysis["tags"] == ["certified", "lipschitz"]
+    parameters = {p["name"]: p for p in analysis["parameters"]}  # its config table, documented
+    assert parameters["compare_with_simplex"]["default"] is True
+    assert all(p["doc"] for p in parameters.values())
     assert plugins["attack-bound"]["builtin"] is True  # the built-ins still load beside it
 
 

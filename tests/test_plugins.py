@@ -145,6 +145,7 @@ def test_third_party_plugin_is_listed_runs_and_is_in_the_report(
         "name": "weight-norm",
         "title": "Largest weight",
         "tags": ["structure"],
+        "parameters": [{"name": "limit", "default": 1000.0, "doc": ""}],  # no docstring
     }
     run = run_audit(
         tiny_model,

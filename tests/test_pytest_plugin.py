@@ -116,7 +116,7 @@ def test_registered_plugin_is_listed_and_can_be_blocked(
     (listed,) = json.loads(audit_runner("plugins", "--json", plugins=[]).stdout)
     assert listed["name"] == "counting" and listed["version"] == "9.9"
     assert listed["analyses"] == [
-        {"name": "parameter-count", "title": "Parameter count", "tags": []}
+        {"name": "parameter-count", "title": "Parameter count", "tags": [], "parameters": []}
     ]
     blocked = audit_runner("plugins", "--json", "-p", "no:counting", plugins=[])
     assert json.loads(blocked.stdout) == []
