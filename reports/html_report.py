@@ -169,6 +169,11 @@ def _num(value: object) -> str:
     return _tag("td", fmt(value), "num")
 
 
+def _percent(value: float | None) -> str:
+    """A fraction as a percentage cell (clean accuracy: 1 reads as "100.0%")."""
+    return _tag("td", "n/a" if value is None else f"{100 * value:.1f}%", "num")
+
+
 def _list(items: Iterable[str], cls: str = "") -> str:
     """``<ul>`` of safe HTML items ("" if there are none)."""
     body = "".join(_tag("li", item) for item in items)
@@ -343,7 +348,7 @@ def _glance_html(report: AuditReport, groups: Mapping[str, Mapping[str, _ModelGr
 def _models_brief_html(models: Sequence[ModelInfo]) -> str:
     if not models:
         return _tag("p", "No model.", "muted")
-    headers = ("model", "sha256", "input shape", "parameters", "classes", "accuracy")
+    headers = ("model", "sha256", "input shape", "parameters", "classes", "clean accuracy")
     rows = (
         [
             _tag("strong", esc(m.name)),
@@ -351,7 +356,7 @@ def _models_brief_html(models: Sequence[ModelInfo]) -> str:
             esc(_shape(m.input_shape)),
             _tag("td", f"{m.parameter_count:,}", "num"),
             _num(m.num_classes),
-            _num(m.accuracy),
+            _percent(m.accuracy),
         ]
         for m in models
     )
@@ -439,7 +444,7 @@ def _comparison_html(report: AuditReport, groups: Mapping[str, Mapping[str, _Mod
     rows: list[list[str]] = [
         [_tag("th", "parameters")]
         + [_tag("td", f"{m.parameter_count:,}", "num") for m in report.models],
-        [_tag("th", "accuracy")] + [_num(m.accuracy) for m in report.models],
+        [_tag("th", "clean accuracy")] + [_percent(m.accuracy) for m in report.models],
     ]
     for name, group in groups.items():
         if not any(model in group for model in models):
@@ -526,7 +531,7 @@ def _models_html(models: Sequence[ModelInfo]) -> str:
         "classes",
         "parameters",
         "piecewise linear",
-        "accuracy",
+        "clean accuracy",
         "fidelity",
         "opset / producer",
     )
@@ -545,7 +550,7 @@ def _model_row(model: ModelInfo) -> list[str]:
         _num(model.num_classes),
         _tag("td", f"{model.parameter_count:,}", "num"),
         fmt(model.piecewise_linear),
-        _num(model.accuracy),
+        _percent(model.accuracy),
         fidelity,
         f"{fmt(model.opset)} / {esc(model.producer)}",
     ]

@@ -103,7 +103,10 @@ def test_comparison_table_for_several_models() -> None:
     header = re.search(r"<thead>(.*?)</thead>", table, re.S)[1]
     assert re.findall(r"<th>([^<]*)</th>", header) == ["", "mnist-mlp", "cifar-cnn"]
     body = rows(table, "comparison")
-    assert body[0].startswith("<th>parameters</th>") and body[1].startswith("<th>accuracy</th>")
+    assert body[0].startswith("<th>parameters</th>") and body[1].startswith(
+        "<th>clean accuracy</th>"
+    )
+    assert re.findall(r'class="num">([^<]*)</td>', body[1]) == ["97.0%", "97.0%"]
     certificate = next(r for r in body if "simplex-certificate" in r)
     # the metric the threshold names, not the first metric
     assert "s-fail" in certificate and "median_radius = 0.125 l2" in certificate
