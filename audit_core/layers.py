@@ -155,7 +155,11 @@ class ElementwiseAffine(Layer):
         return x * self._tensor("scale", x) + self._tensor("shift", x)
 
     def linear(self, t: Tensor) -> Tensor:
-        return t * self._tensor("scale", t)
+        """The linear part, broadcast to the output's shape: a ``shift`` wider than the
+        input (``Add([N,1], const[1,16])``) copies each coordinate, as ``forward`` does."""
+        out = t * self._tensor("scale", t)
+        shape = torch.broadcast_shapes(out.shape, self._tensor("shift", t).shape)
+        return out if shape == out.shape else out.expand(shape).contiguous()
 
     def parameter_count(self) -> int:
         return int(self.scale.size + self.shift.size)

@@ -385,3 +385,60 @@ def test_certified_linf_radius_never_covers_a_box_found_violated() -> None:
         eps = np.array([row["eps_linf"] for row in rows])
         assert (cert.radius / np.sqrt(784) < eps).all()
         assert (cert.predicted == [row["label"] for row in rows]).all()
+
+
+def _broadcast_add_net(tmp_path: Path, pool: bool) -> Path:
+    """A scalar input broadcast wider by an Add of a constant, then ReLU or MaxPool.
+
+    dense: ``x [N,1] + c [1,16] -> Relu -> Gemm`` with logit0 - logit1 =
+    2 - sum_i relu(x + c_i); maxpool: ``x [N,1,1,1] + c [1,2,3,3] -> MaxPool 2x2 ->
+    Flatten -> Gemm`` (random weights, 3 classes).
+    """
+    from onnx import helper
+    from onnx_factory import init, make_model, save
+
+    mk = helper.make_node
+    g = np.random.default_rng(7)
+    if pool:
+        nodes = [
+            mk("Add", ["x", "c"], ["h"]),
+            mk("MaxPool", ["h"], ["p"], kernel_shape=[2, 2]),
+            mk("Flatten", ["p"], ["f"]),
+            mk("Gemm", ["f", "W", "b"], ["y"], transB=1),
+        ]
+        inits = [
+            init("c", g.normal(size=(1, 2, 3, 3))),
+            init("W", g.normal(size=(3, 8))),
+            init("b", g.normal(size=3)),
+        ]
+        return save(make_model(nodes, ["N", 1, 1, 1], inits), tmp_path)
+    w = np.zeros((2, 16))
+    w[0] = -1.0
+    nodes = [
+        mk("Add", ["x", "c"], ["h"]),
+        mk("Relu", ["h"], ["r"]),
+        mk("Gemm", ["r", "W", "b"], ["y"], transB=1),
+    ]
+    inits = [init("c", np.linspace(0.0, 0.01, 16)[None, :]), init("W", w), init("b", [2.0, 0.0])]
+    return save(make_model(nodes, ["N", 1], inits), tmp_path)
+
+
+@pytest.mark.parametrize("pool", [False, True], ids=["dense", "maxpool"])
+def test_certificates_below_the_exact_distance_when_an_add_broadcasts_the_input(
+    tmp_path, pool
+) -> None:
+    """A found bug: the broadcast was lost in the linear part (a too large Theorem 4
+    radius on the dense net, a crash on the MaxPool net)."""
+    graph = load_onnx(_broadcast_add_net(tmp_path, pool)).graph
+    u = np.linspace(-1.0, 1.0, 9).reshape(9, *graph.input_shape)
+    line = np.linspace(-3.0, 3.0, 600_001)
+    classes = predict(graph.forward(line.reshape(-1, *graph.input_shape)).numpy())
+    simplex = simplex_certificate(graph, u)
+    radii = [simplex.radius]
+    if not pool:  # Theorem 4 needs a dense 2-layer view
+        radii.append(decision_boundary_certificate(graph.dense_view(), u, simplex.predicted))
+    for i, x in enumerate(u.reshape(-1)):
+        exact = float(np.abs(line[classes != simplex.predicted[i]] - x).min())
+        for radius in radii:
+            assert radius[i] <= exact + 1e-5, (x, radius[i], exact)
+    assert (simplex.radius > 0).any() and all((r > 0).any() for r in radii)

@@ -163,6 +163,29 @@ def test_dense_view_composes_normalisation_into_the_first_layer(tmp_path):
     )
 
 
+@pytest.mark.parametrize("after", ["Relu", "Gemm"])
+def test_an_add_that_broadcasts_the_input_wider_copies_its_jacobian(tmp_path, after):
+    """``Add([N,1], const[1,6])``: every output coordinate moves with the one input (a
+    non-broadcasting linear part gave a 1x1 first layer and a 4x too small ||W1||)."""
+    g = np.random.default_rng(5)
+    shift, w, b = weights(g, 1, 6), weights(g, 3, 6), weights(g, 3)
+    head = [mk("Gemm", ["h", "W", "b"], ["y"], transB=1)]
+    if after == "Relu":
+        head = [mk("Relu", ["h"], ["r"]), mk("Gemm", ["r", "W", "b"], ["y"], transB=1)]
+    nodes = [mk("Add", ["x", "c"], ["h"]), *head]
+    inits = [init("c", shift), init("W", w), init("b", b)]
+    graph = _load(tmp_path, nodes, [1, 1], inits).graph
+    view = graph.dense_view()
+    first = view.weights[0]
+    expected = np.ones((6, 1)) if after == "Relu" else w @ np.ones((6, 1))
+    np.testing.assert_allclose(first, expected, rtol=1e-12)
+    x = _x(graph)
+    hidden = x.reshape(len(x), -1) @ first.T + view.biases[0]
+    if after == "Relu":
+        hidden = np.maximum(hidden, 0) @ view.weights[1].T + view.biases[1]
+    np.testing.assert_allclose(hidden, graph.forward(x).numpy(), atol=1e-12)
+
+
 def test_dense_view_rejects_a_residual_dag(tmp_path):
     with pytest.raises(NotApplicable, match="branches"):
         _residual(tmp_path).graph.dense_view()
