@@ -50,9 +50,12 @@ removed before a radius is reported:
 The result is clamped at 0. The margin costs little: ``delta / ||C_k - C_j||`` is
 ~1e-4 of a typical margin-over-gradient ratio, and the rounding terms are ~1e-6
 absolute on MNIST-sized inputs. What is *not* proven: that the float32 runtime
-stays within ``tau S`` of the float64 graph at every point of the ball (the
-fidelity check measures it on the audit samples and random inputs only); with a
-different runtime (e.g. float16) pass a larger tolerance.
+stays within ``tau S`` of the float64 graph at every point of the ball. The
+fidelity check measures it on the audit samples and random inputs, and the
+certificates analysis spot-checks points of every ball with onnxruntime, raising
+``tau`` when it sees more (cancellation of large pre-activations can make float32
+err far from the samples); with a different runtime (e.g. float16) pass a larger
+tolerance.
 """
 
 from __future__ import annotations

@@ -293,9 +293,10 @@ def test_audit_on_a_two_layer_zoo_model_reports_both_certificates_and_exports(
     )  # fmt: skip
     assert run.exit_code == 0, run.stderr
     findings = _findings(run.report)
-    assert set(findings) == {"simplex", "decision-boundary", "gap", "consistency"}
+    assert set(findings) == {"simplex", "decision-boundary", "gap", "consistency", "runtime"}
     assert findings["decision-boundary"]["status"] == "pass"
     assert findings["consistency"]["status"] == "pass"
+    assert findings["runtime"]["status"] == "pass"
     arrays = np.load(tmp_path / "exp" / "certificates.npz")
     for key in ("index", "label", "simplex_radius", "decision_boundary_radius", "attack_distance"):
         assert arrays[key].shape == (30,)
@@ -421,6 +422,63 @@ def test_logit_gaps_below_the_runtime_slack_are_explained_and_tunable(run_audit,
     assert any("fidelity-tolerance" in note for note in loose["evidence"]["notes"])
     (tmp_path / "audit.toml").write_text("fidelity-tolerance = 1e-6\n")
     tight = {m["name"]: m["value"] for m in simplex()["metrics"]}
-    assert tight["logit_tolerance"] == 1e-6
+    # the runtime check inside the balls may raise it a little above 1e-6
+    assert 1e-6 <= tight["logit_tolerance"] <= 1e-5
     assert tight["zero_by_logit_slack_fraction"] < metrics["zero_by_logit_slack_fraction"]
     assert tight["median_radius"] > 0
+
+
+def _cancellation_net(tmp_path):
+    """logit0 = relu(K s - K T + x0) - relu(K s - K T) = x0 exactly (s = sum x[1:] > T), but
+    float32 adds x0 to ~1.2e6 and rounds it to a multiple of 0.125; logit1 = 0.05.
+
+    At the audit sample (x0 = 0.5, the rest 1) every float32 operation is exact, and the
+    fidelity check's random inputs have s < T (both units off): only points inside the
+    certified ball show the runtime's error. A found soundness gap, kept as a regression test.
+    """
+    d, k, t = 20, 2.0**16, 15.0
+    w1 = np.zeros((2, d))
+    w1[:, 1:] = k
+    w1[0, 0] = 1.0
+    path = mlp_onnx(
+        tmp_path / "cancel.onnx",
+        [w1, np.array([[1.0, -1.0], [0.0, 0.0]])],
+        [np.array([-k * t, -k * t]), np.array([0.0, 0.05])],
+    )
+    u = np.ones((1, d))
+    u[0, 0] = 0.5
+    return path, save_dataset(tmp_path / "cancel.npz", u, np.array([0]), lower=0.0, upper=1.0)
+
+
+def test_runtime_deviation_inside_the_balls_shrinks_the_radius_below_the_deployed_flip(
+    run_audit, tmp_path
+) -> None:
+    model, data = _cancellation_net(tmp_path)
+    session = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
+    flip = np.ones((1, 20), dtype=np.float32)
+    flip[0, 0] = 0.0625 - 2**-10  # float32 rounds x0 down to 0: the deployed class is 1
+    assert session.run(None, {session.get_inputs()[0].name: flip})[0].argmax() == 1
+    flip_distance = 0.5 - float(flip[0, 0])
+
+    def radius(*extra: str) -> tuple[float, dict]:
+        run = run_audit(model, "--data", data, "--export", "exp", *extra, *FAST)
+        assert run.exit_code == 0, run.stderr
+        exported = np.load(tmp_path / "exp" / "certificates.npz")
+        return float(exported["certified_radius"][0]), run.finding("certificates/runtime/cancel")
+
+    unchecked, skipped = radius("-o", "certificates.runtime_points=0")
+    assert skipped["status"] == "skipped"
+    assert unchecked > flip_distance  # without the check the radius is wrong for the runtime
+    checked, finding = radius()
+    assert checked < flip_distance
+    assert finding["status"] == "warn" and finding["severity"] in ("medium", "high")
+    metrics = {m["name"]: m["value"] for m in finding["metrics"]}
+    assert metrics["max_scaled_deviation"] > 1e-2 > 1e-4  # the fidelity check saw 0
+
+
+def test_runtime_check_passes_on_an_ordinary_model(run_audit) -> None:
+    run = run_audit(zoo.model_path("digits_mlp2"), "--samples", "10", *FAST)
+    finding = run.finding("certificates/runtime/digits_mlp2")
+    assert finding["status"] == "pass"
+    metrics = {m["name"]: m["value"] for m in finding["metrics"]}
+    assert metrics["max_scaled_deviation"] < 1e-5 and metrics["logit_tolerance_used"] == 1e-4

@@ -9,7 +9,7 @@ import pytest
 
 import audit_model_zoo as zoo
 from audit_core.errors import FidelityError
-from audit_core.fidelity import check_fidelity
+from audit_core.fidelity import check_fidelity, sample_errors, scaled_error
 from audit_core.layers import Dense, frozen_array
 from audit_core.onnx_import import load_onnx
 from audit_core.torch_module import build_torch_model
@@ -65,3 +65,11 @@ def test_old_export_without_onnx2torch_support_still_gets_a_module() -> None:
     torch_model = build_torch_model(loaded.proto, loaded.graph, loaded.has_batch)
     # onnx2torch has no Flatten-1 converter: the module comes from an opset-13 upgrade
     assert torch_model.source == "onnx2torch"
+
+
+def test_scaled_error_is_per_sample() -> None:
+    """One input with large outputs must not hide a large absolute error at another."""
+    reference = np.array([[1000.0, 0.0], [0.5, 0.2]])
+    ours = reference + np.array([[0.0, 0.0], [0.05, 0.0]])
+    np.testing.assert_allclose(sample_errors(ours, reference), [0.0, 0.05])
+    assert scaled_error(ours, reference) == pytest.approx(0.05)  # not 0.05 / 1000
