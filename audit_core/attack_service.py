@@ -7,13 +7,21 @@ norm and hands every analysis the same verified result.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 
+import numpy as np
 import torch
 
 from audit_core.attacks import MinimalAdversarial, MinimalAttackConfig, minimal_adversarial
 from audit_core.data import AuditData
+from audit_core.fidelity import onnxruntime_logits
+from audit_core.labels import predict
 from audit_core.model import AuditedModel
+
+PUSHES = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2)
+"""Relative lengthenings of ``x_adv - x`` tried when the deployed model (onnxruntime,
+float32) still gives the label at a point the float64 search left on the boundary."""
 
 
 class AttackService:
@@ -38,7 +46,7 @@ class AttackService:
         key = (norm, config)
         if key not in self._cache:
             generator = torch.Generator().manual_seed(self.seed)
-            self._cache[key] = minimal_adversarial(
+            found = minimal_adversarial(
                 self.model.module,
                 torch.as_tensor(self.data.x, dtype=torch.float64),
                 torch.as_tensor(self.data.y, dtype=torch.int64),
@@ -49,7 +57,53 @@ class AttackService:
                 generator=generator,
                 progress=progress,
             )
+            self._cache[key] = self._deployed(found)
         return self._cache[key]
+
+    def _deployed(self, result: MinimalAdversarial) -> MinimalAdversarial:
+        """Keep only examples that also fool the deployed model (onnxruntime, float32).
+
+        The search stops within ~1e-10 of the decision boundary in float64, where the
+        float32 runtime can still give the label: such points are pushed a little further
+        along ``x_adv - x`` (``PUSHES``, staying in the input bounds, re-verified on both)
+        or dropped. Samples misclassified from the start (distance 0) are kept as they are.
+        """
+        data = self.data
+        x, x_adv = data.x.astype(np.float64), result.x_adv.copy()
+        distance, labels = result.distance.copy(), result.adv_label.copy()
+        todo = np.flatnonzero(result.found & (result.distance > 0))
+        fooled = np.zeros(len(x), dtype=bool)
+        fooled[todo] = self._fools(x_adv[todo], data.y[todo])[0]
+        for push in PUSHES:
+            rest = todo[~fooled[todo]]
+            if rest.size == 0:
+                break
+            pushed = np.clip(x[rest] + (1 + push) * (x_adv[rest] - x[rest]), data.lower, data.upper)
+            ok, predicted = self._fools(pushed, data.y[rest])
+            moved = rest[ok]
+            x_adv[moved], fooled[moved], labels[moved] = pushed[ok], True, predicted[ok]
+            step = (pushed[ok] - x[moved]).reshape(len(moved), -1)
+            distance[moved] = np.linalg.norm(step, ord=2 if result.norm == "l2" else np.inf, axis=1)
+        dropped = np.zeros(len(x), dtype=bool)
+        dropped[todo] = ~fooled[todo]
+        keep = dropped.reshape(-1, *[1] * (x.ndim - 1))
+        return dataclasses.replace(
+            result,
+            distance=np.where(dropped, np.inf, distance),
+            x_adv=np.where(keep, x, x_adv),
+            found=result.found & ~dropped,
+            adv_label=np.where(dropped, -1, labels),
+        )
+
+    def _fools(self, points: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Where both the float64 module and onnxruntime predict something other than
+        ``labels``, and the float64 module's prediction."""
+        if len(points) == 0:
+            return np.zeros(0, dtype=bool), np.zeros(0, dtype=np.int64)
+        with torch.no_grad():
+            ours = predict(self.model.module(torch.as_tensor(points, dtype=torch.float64)).numpy())
+        deployed = predict(onnxruntime_logits(self.model.loaded, points))
+        return (ours != labels) & (deployed != labels), ours
 
     def cached(self, norm: str, config: MinimalAttackConfig | None = None) -> bool:
         return (norm, config or MinimalAttackConfig()) in self._cache

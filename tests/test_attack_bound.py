@@ -30,20 +30,26 @@ def _audit(model, **settings):
     ],
     ids=["zoo-cnn", "zoo-single-logit", "corpus-mnist-256x4"],
 )
-def test_exported_adversarial_examples_are_real(model, data) -> None:
-    outcome = _audit(model, data=str(data) if data else None, samples=10)
+@pytest.mark.parametrize("norm", ["l2", "linf"])
+def test_exported_adversarial_examples_are_real(model, data, norm) -> None:
+    outcome = _audit(model, data=str(data) if data else None, samples=10, norm=norm)
     arrays = outcome.exports[(model.stem, "attack-bound")]
+    from audit_core.fidelity import onnxruntime_logits
+    from audit_core.labels import predict
     from audit_core.onnx_import import load_onnx
 
-    graph = load_onnx(model).graph
+    loaded = load_onnx(model)
     x_adv, distance, labels = arrays["x_adv"], arrays["attack_distance"], arrays["label"]
     found = np.isfinite(distance)
     assert found.any()
     # verified with the layer graph, an implementation independent of the attacked module
-    assert (graph.predict(x_adv[found]) != labels[found]).all()
+    assert (loaded.graph.predict(x_adv[found]) != labels[found]).all()
+    # and they fool the deployed model (float32 onnxruntime), not only the float64 one
+    assert (predict(onnxruntime_logits(loaded, x_adv[found])) != labels[found]).all()
     dataset = np.load(data or zoo.dataset_path(model.stem))
     clean = dataset["x"][arrays["index"]].reshape(len(x_adv), -1).astype(np.float64)
-    measured = np.linalg.norm(x_adv.reshape(len(x_adv), -1) - clean, axis=1)
+    order = 2 if norm == "l2" else np.inf
+    measured = np.linalg.norm(x_adv.reshape(len(x_adv), -1) - clean, ord=order, axis=1)
     np.testing.assert_allclose(distance[found], measured[found], rtol=1e-6, atol=1e-6)
     info = outcome.report.data
     assert x_adv.min() >= info.lower - 1e-12 and x_adv.max() <= info.upper + 1e-12
