@@ -106,7 +106,12 @@ def open_page(driver, path: Path) -> Page:
     driver.get_log("browser"), driver.get_log("performance")  # drop earlier entries
     url = path.resolve().as_uri()
     driver.get(url)
-    assert driver.execute_script("return document.readyState") == "complete"
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    # get() can return while a busy machine is still parsing the page
+    WebDriverWait(driver, 60).until(
+        lambda d: d.execute_script("return document.readyState") == "complete"
+    )
     requests, blocked = {}, {}
     for entry in driver.get_log("performance"):
         message = json.loads(entry["message"])["message"]
