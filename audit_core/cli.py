@@ -37,7 +37,7 @@ from audit_reports.writer import FORMATS, write_reports
 
 EXIT_CODES_HELP = """exit codes:
   0  every analysis ran; nothing failed at or above --fail-on
-  1  a finding at or above --fail-on failed (or an analysis crashed at that severity)
+  1  a finding at or above --fail-on failed, or an analysis crashed
   2  interrupted
   3  internal error (or, with --strict, a crashing analysis)
   4  usage error: bad option or config key, unreadable or unsupported model, bad data
@@ -264,7 +264,16 @@ def _audit_command(argv: list[str]) -> ExitCode:
     host.hook.audit_run_finished(report=outcome.report, out_dir=Path(settings.out))
     if not settings.quiet:
         _print_summary(outcome, written)
+    if outcome.exit_code is ExitCode.NOTHING_ANALYSED:
+        _error_line(_nothing_analysed(outcome))
     return outcome.exit_code
+
+
+def _nothing_analysed(outcome: RunOutcome) -> str:
+    """The one error line of exit code 5: the distinct reasons the analyses were skipped."""
+    reasons = list(dict.fromkeys(run.reason for run in outcome.report.analyses if run.reason))
+    shown = "; ".join(reasons[:3]) + ("; ..." if len(reasons) > 3 else "")
+    return f"nothing could be analysed ({shown or 'no analysis selected'}); see the report"
 
 
 def resolve_settings(args: argparse.Namespace, cwd: Path) -> Settings:

@@ -53,6 +53,9 @@ class ConsoleUI:
             TextColumn("[dim]{task.fields[note]}"),
             console=self.console,
             transient=False,
+            # a live display only makes sense on a terminal; piped (CI logs) it would
+            # print its last frame, or a blank line before an error
+            disable=not self.console.is_terminal,
         )
         self._tasks: dict[tuple[str, str], TaskID] = {}
         self._setup: TaskID | None = None
@@ -65,6 +68,7 @@ class ConsoleUI:
         if exc_type is not None:  # an error: leave only the CLI's one-line message
             for task in list(self.progress.task_ids):
                 self.progress.remove_task(task)
+            self.progress.live.transient = True  # no blank line where the display was
         self.progress.stop()
 
     def status(self, text: str) -> None:
@@ -133,6 +137,8 @@ def verdict_line(report: AuditReport) -> str:
     counts = report.counts()["status"]
     failing = report.gate_failures()
     shown = ", ".join(f"{n} {s}" for s, n in counts.items() if n)
+    if not report.analysed:
+        return f"NOT ANALYSED: every analysis was skipped ({shown}); see the reasons above"
     if report.fail_on == "never":
         return f"Findings: {shown} (no gate: --fail-on never)"
     verdict = "FAILED" if failing else "PASSED"

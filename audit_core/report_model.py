@@ -46,6 +46,15 @@ class DataInfo:
     upper: float
     class_names: tuple[str, ...] = ()
     bounds_source: str = "data"
+    labels_from: str = "file"
+    """``file`` or ``model predictions`` (no labels given: accuracy is not measured)."""
+
+    @property
+    def labels_note(self) -> str:
+        """ "" for real labels, else what the labels are."""
+        if self.labels_from == "file":
+            return ""
+        return "labels are the first model's own predictions (no label file given)"
 
 
 @dataclass(frozen=True)
@@ -97,11 +106,34 @@ class AuditReport:
     schema_version: str = REPORT_SCHEMA_VERSION
 
     def gate_failures(self) -> tuple[Finding, ...]:
-        """Findings that fail the ``--fail-on`` gate (empty when ``fail_on`` is ``never``)."""
+        """Findings that fail the ``--fail-on`` gate (empty when ``fail_on`` is ``never``):
+        failures at or above the level, and every crashed analysis (an incomplete audit
+        never passes a gate)."""
         if self.fail_on == "never":
             return ()
         level = Severity(self.fail_on)
-        return tuple(f for f in self.findings if f.is_failing and f.severity >= level)
+        return tuple(
+            f
+            for f in self.findings
+            if f.status is Status.ERROR or (f.is_failing and f.severity >= level)
+        )
+
+    @property
+    def analysed(self) -> bool:
+        """False when every analysis was skipped (exit code 5): there is nothing to pass."""
+        return any(run.outcome in ("ran", "error") for run in self.analyses)
+
+    @property
+    def passed(self) -> bool:
+        """The gate's outcome: something was analysed and nothing fails the gate."""
+        return self.analysed and not self.gate_failures()
+
+    @property
+    def verdict_word(self) -> str:
+        """``PASSED``, ``FAILED`` or ``NOT ANALYSED`` (every analysis skipped)."""
+        if not self.analysed:
+            return "NOT ANALYSED"
+        return "FAILED" if self.gate_failures() else "PASSED"
 
     def counts(self) -> dict[str, dict[str, int]]:
         """Number of findings by severity and by status."""

@@ -64,7 +64,7 @@ class RunOutcome:
 
     @property
     def exit_code(self) -> ExitCode:
-        if not any(run.outcome in ("ran", "error") for run in self.report.analyses):
+        if not self.report.analysed:
             return ExitCode.NOTHING_ANALYSED
         if self.report.gate_failures():
             return ExitCode.FINDINGS_FAILED
@@ -363,6 +363,7 @@ def _data_info(data: AuditData | None) -> DataInfo | None:
         upper=data.upper,
         class_names=data.class_names,
         bounds_source=data.bounds_source,
+        labels_from=data.labels_from,
     )
 
 

@@ -130,7 +130,8 @@ def _robust_accuracy_finding(
     metrics.append(Metric("robust_accuracy", primary, "fraction", f"at eps {eps_values[0]:g}"))
     summary = (
         f"Empirical robust accuracy {primary:.1%} at {unit} eps {eps_values[0]:g} "
-        f"(clean {np.mean(correct):.1%}); an attack found adversarial examples within eps for "
+        f"({_clean_text(ctx, float(np.mean(correct)))}); an attack found adversarial "
+        "examples within eps for "
         f"{np.mean(correct & (result.distance <= eps_values[0])):.1%} of the samples."
     )
     return ctx.finding(
@@ -229,6 +230,12 @@ def _distance_finding(
             ),
         ),
     )
+
+
+def _clean_text(ctx: AuditContext, clean: float) -> str:
+    if ctx.data.labels_from != "file":
+        return "labels: the model's own predictions"
+    return f"clean {clean:.1%}"
 
 
 @hookimpl

@@ -89,6 +89,7 @@ td.num { text-align: right; font-variant-numeric: tabular-nums; }
 .verdict.failed { border-color: var(--fail); background: #ffebe9; }
 .verdict.passed h2 { color: var(--pass); }
 .verdict.failed h2 { color: var(--fail); }
+.verdict.unanalysed { border-color: #6e7781; background: #f6f8fa; }
 .counts { display: flex; gap: 24px; flex-wrap: wrap; }
 .badge { display: inline-block; border-radius: 10px; padding: 0 8px; margin-right: 4px;
   font-size: 12px; font-weight: 600; color: #fff; background: var(--skipped); white-space: nowrap; }
@@ -236,8 +237,7 @@ def _document(title: str, body: str) -> str:
 
 def _page_title(report: AuditReport) -> str:
     names = ", ".join(m.name for m in report.models) or "no model"
-    outcome = "passed" if not report.gate_failures() else "FAILED"
-    return f"Robustness audit of {names}: {outcome}"
+    return f"Robustness audit of {names}: {report.verdict_word}"
 
 
 def _page_header(report: AuditReport) -> str:
@@ -255,16 +255,19 @@ def _page_header(report: AuditReport) -> str:
 
 def _verdict_html(report: AuditReport) -> str:
     failures = _gate_failure_indices(report)
-    passed = not failures
-    heading = _tag("h2", "PASSED" if passed else "FAILED")
+    heading = _tag("h2", report.verdict_word)
     parts = [heading, _tag("p", _gate_sentence(report, len(failures)))]
     if failures:
         parts.append(_list(_finding_link(i, report.findings[i]) for i in failures))
     parts.append(_list(_caveats(report), "caveats"))
     parts.append(_counts_html(report))
-    return _tag(
-        "section", "".join(parts), "verdict passed" if passed else "verdict failed", id="verdict"
-    )
+    return _tag("section", "".join(parts), f"verdict {_verdict_class(report)}", id="verdict")
+
+
+def _verdict_class(report: AuditReport) -> str:
+    if not report.analysed:
+        return "unanalysed"
+    return "passed" if report.passed else "failed"
 
 
 def _gate_failure_indices(report: AuditReport) -> list[int]:
@@ -274,15 +277,18 @@ def _gate_failure_indices(report: AuditReport) -> list[int]:
 
 def _gate_sentence(report: AuditReport, failures: int) -> str:
     gate = _tag("code", f"--fail-on {esc(report.fail_on)}")
+    if not report.analysed:
+        return (
+            "Nothing was analysed: every analysis was skipped (reasons below), so there is "
+            "no verdict on this model (exit code 5)."
+        )
     if report.fail_on == "never":
         return f"The gate is disabled ({gate}): the run passes whatever the findings say."
     if not failures:
-        return (
-            f"Gate {gate}: no finding of severity {esc(report.fail_on)} or above failed or errored."
-        )
+        return f"Gate {gate}: no finding of severity {esc(report.fail_on)} or above failed."
     return (
-        f"Gate {gate}: {failures} finding(s) of severity {esc(report.fail_on)} or above "
-        "failed or errored:"
+        f"Gate {gate}: {failures} finding(s) failed at severity {esc(report.fail_on)} or above, "
+        "or crashed (a crash fails every gate):"
     )
 
 
@@ -371,6 +377,7 @@ def _data_line(data: DataInfo | None) -> str:
         f"{_tag('code', esc(data.source))}: {fmt(data.count)} samples of shape "
         f"{esc(_shape(data.sample_shape))}, input bounds [{fmt(data.lower)}, {fmt(data.upper)}]"
         + (f", {classes} class names" if classes else "")
+        + (f"; <strong>{esc(data.labels_note)}</strong>" if data.labels_note else "")
         + "."
     )
 
@@ -583,6 +590,7 @@ def _data_html(data: DataInfo | None) -> str:
                 f"[{fmt(data.lower)}, {fmt(data.upper)}] (from {esc(data.bounds_source)})",
             ),
             ("class names", classes),
+            ("labels", esc(data.labels_note or "from the data file")),
         )
     )
 

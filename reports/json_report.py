@@ -57,7 +57,7 @@ def verdict(report: AuditReport) -> dict[str, Any]:
     failures = report.gate_failures()
     return {
         "fail_on": report.fail_on,
-        "passed": not failures,
+        "passed": report.passed,
         "gate_failures": [f.id for f in failures],
         "counts": report.counts(),
     }

@@ -48,6 +48,8 @@ def render_markdown(report: AuditReport) -> str:
 
 def _verdict_line(report: AuditReport) -> str:
     failures = len(report.gate_failures())
+    if not report.analysed:
+        return "## Robustness audit: ⚠️ NOT ANALYSED (every analysis was skipped)"
     if report.fail_on == "never":
         return "## Robustness audit: gate disabled (`--fail-on never`)"
     if failures:
@@ -68,6 +70,7 @@ def _context_lines(report: AuditReport) -> list[str]:
     by_severity = ", ".join(f"{n} {s}" for s, n in counts["severity"].items() if n)
     data = (
         f"{report.data.count} samples from {md(report.data.source)}"
+        + (f" ({md(report.data.labels_note)})" if report.data.labels_note else "")
         if report.data
         else "no audit data"
     )

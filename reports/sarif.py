@@ -71,7 +71,7 @@ def to_sarif(report: AuditReport, base: str | os.PathLike[str] | None = None) ->
         "columnKind": "unicodeCodePoints",
         "properties": {
             "failOn": report.fail_on,
-            "passed": not report.gate_failures(),
+            "passed": report.passed,
             "gateFailures": [f.id for f in report.gate_failures()],
             "counts": report.counts(),
             "seed": plain(report.seed),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import json
 import shutil
 from pathlib import Path
@@ -182,6 +183,15 @@ def test_only_by_tag_and_skip_give_exit_5(run_audit, tiny_model, tiny_data) -> N
     run = run_audit(tiny_model, "--data", tiny_data, "--skip", "attack")
     assert run.exit_code == 5
     assert run.report["analyses"] == []
+
+
+def test_nothing_analysed_is_an_error_line_and_no_verdict(run_audit, tiny_model) -> None:
+    for quiet in ((), ("--quiet",)):
+        run = run_audit(tiny_model, *quiet)  # no data: every analysis is skipped
+        _assert_one_line_error(run, 5, "nothing could be analysed", "needs audit data")
+        assert run.report["verdict"]["passed"] is False
+        assert "NOT ANALYSED" in (run.out_dir / "report.html").read_text()
+        assert "PASSED" not in run.stdout
 
 
 def test_model_zoo_model_finds_its_dataset(run_audit, tmp_path) -> None:
@@ -456,3 +466,16 @@ def test_internal_errors_exit_3_with_one_line(
     assert run.exit_code == 3
     assert run.stderr.strip().startswith("audit: internal error: ZeroDivisionError: a bug")
     assert "Traceback" not in run.stderr
+
+
+def test_data_without_labels_is_said_in_every_report(run_audit, tiny_model, tmp_path) -> None:
+    np.save(tmp_path / "x.npy", np.random.default_rng(1).random((6, 4)))
+    run = run_audit(tiny_model, "--data", "x.npy", "--format", "json,html,markdown")
+    assert run.exit_code == 0, run.stderr
+    assert run.report["data"]["labels_from"] == "model predictions"
+    assert run.report["models"][0]["accuracy"] is None
+    note = "labels are the first model's own predictions"
+    assert html.escape(note) in (run.out_dir / "report.html").read_text()
+    assert note in (run.out_dir / "report.md").read_text().replace("\\", "")
+    headline = run.finding("attack-bound/robust-accuracy/tiny")["summary"]
+    assert "labels: the model's own predictions" in headline and "clean" not in headline

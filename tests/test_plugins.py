@@ -180,6 +180,11 @@ def test_crashing_analysis_becomes_an_error_finding(
     assert "kaboom in a third-party analysis" in findings["boom"]["traceback"]
     assert "Traceback" not in run.stderr
     assert any(f["status"] != "error" for f in run.report["findings"])  # attack-bound still ran
+    # an incomplete audit fails the default gate too; only --fail-on never lets it pass
+    default = run_audit(tiny_model, "--data", tiny_data, "--samples", "4")
+    assert default.exit_code == 1 and default.report["verdict"]["passed"] is False
+    assert "FAILED" in default.stdout
+    assert run_audit(tiny_model, "--data", tiny_data, "--fail-on", "never").exit_code == 0
 
 
 def test_strict_stops_at_the_crash_without_a_report(site, run_audit, tiny_model, tiny_data) -> None:

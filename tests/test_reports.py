@@ -493,15 +493,24 @@ def test_verdict_section(report: AuditReport, document: dict[str, Any]) -> None:
         "lower-bound/mnist-mlp/error",
     ]
     assert verdict["counts"] == report.counts()
+    # a crashed analysis fails every gate (the audit is incomplete)...
     relaxed = to_dict(make_report("critical"))["verdict"]
-    assert relaxed["passed"] is True and relaxed["gate_failures"] == []
+    assert relaxed["passed"] is False and relaxed["gate_failures"] == [
+        "lower-bound/mnist-mlp/error"
+    ]
+    # ... while failures below the level do not
+    clean = to_dict(make_report("critical", findings=(theorem_finding(),)))["verdict"]
+    assert clean["passed"] is True and clean["gate_failures"] == []
     assert to_dict(make_report("never"))["verdict"]["passed"] is True
 
 
 def test_report_without_data_or_findings_validates() -> None:
     empty = make_report(data=None, findings=(), analyses=(), models=(), plugins=())
-    validate(json.loads(render_json(empty)))
-    assert "PASSED" in render_html(empty)
+    document = json.loads(render_json(empty))
+    validate(document)
+    assert document["verdict"]["passed"] is False  # nothing was analysed: no verdict
+    page = render_html(empty)
+    assert "NOT ANALYSED" in page and 'class="verdict unanalysed"' in page and "PASSED" not in page
 
 
 # ---------------------------------------------------------------- plots
@@ -638,8 +647,10 @@ def test_html_first_screen(page: str, report: AuditReport) -> None:
 
 
 def test_html_passed_verdict() -> None:
-    page = render_html(make_report("critical", findings=(theorem_finding(), error_finding())))
+    page = render_html(make_report("critical", findings=(theorem_finding(),)))
     assert 'class="verdict passed"' in page and "PASSED" in page
+    crashed = render_html(make_report("critical", findings=(theorem_finding(), error_finding())))
+    assert 'class="verdict failed"' in crashed and "a crash fails every gate" in crashed
 
 
 def test_html_has_every_analysis_and_finding(page: str, report: AuditReport) -> None:

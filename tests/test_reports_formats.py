@@ -289,7 +289,7 @@ def test_markdown_summary() -> None:
     assert len(analysis_lines) == len(report.analyses)
     assert any("needs a depth-2 network" in line for line in analysis_lines)
     assert any("40% certified" in line for line in analysis_lines)
-    passed = render_markdown(make_report("critical")).splitlines()[0]
+    passed = render_markdown(make_report("critical", findings=())).splitlines()[0]
     assert passed == "## Robustness audit: ✅ PASSED (`--fail-on critical`)"
     assert "No finding failed or errored." in render_markdown(make_report(findings=()))
 
