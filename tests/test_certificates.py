@@ -482,3 +482,29 @@ def test_runtime_check_passes_on_an_ordinary_model(run_audit) -> None:
     assert finding["status"] == "pass"
     metrics = {m["name"]: m["value"] for m in finding["metrics"]}
     assert metrics["max_scaled_deviation"] < 1e-5 and metrics["logit_tolerance_used"] == 1e-4
+
+
+def test_linf_non_robust_fraction_counts_the_linf_attack(run_audit) -> None:
+    """Under --norm linf a sample attack-bound breaks within eps is proven non-robust here
+    too (the linf search, not only the linf norm of l2 attack points)."""
+    run = run_audit(
+        corpus("mnistfc/mnist-net_256x2.onnx"),
+        "--data",
+        corpus("mnistfc/mnist_samples.npz"),
+        "--samples",
+        "10",
+        "--norm",
+        "linf",
+        "--eps",
+        "0.03",
+        plugins=["attack-bound", "certificates"],
+    )
+    assert run.exit_code == 0, run.stderr
+    attack = {m["name"]: m["value"] for m in run.finding(
+        "attack-bound/robust-accuracy/mnist-net_256x2")["metrics"]}  # fmt: skip
+    gap = {
+        m["name"]: m["value"] for m in run.finding("certificates/gap/mnist-net_256x2")["metrics"]
+    }
+    broken = attack["clean_accuracy"] - attack["robust_accuracy"]
+    assert broken > 0  # VNN-COMP: properties 7 and 14 are violated at 0.03
+    assert gap["non_robust_fraction"] >= broken - 1e-12
