@@ -215,7 +215,52 @@ def build_config(analysis: Analysis, values: dict[str, Any], where: str) -> Any:
         key: _coerce(value, getattr(defaults, key), f"{where}: {analysis.name}.{key}")
         for key, value in normalised.items()
     }
-    return dataclasses.replace(defaults, **coerced)
+    try:
+        return dataclasses.replace(defaults, **coerced)
+    except ValueError as error:  # a Config's own checks (``check_config``)
+        raise ConfigError(f"{where}: {analysis.name}.{error}") from error
+
+
+def check_config(
+    config: Any,
+    *,
+    minimum: dict[str, float] | None = None,
+    positive: tuple[str, ...] = (),
+    fractions: tuple[str, ...] = (),
+    choices: dict[str, tuple[str, ...]] | None = None,
+) -> None:
+    """Range checks for a ``Config.__post_init__``: ``ValueError("field ...")`` on the
+    first bad value (``build_config`` turns it into a usage error naming the key).
+
+    ``minimum``: field -> smallest allowed value (every element for tuples);
+    ``positive``: > 0; ``fractions``: in [0, 1]; ``choices``: field -> allowed strings
+    (every element for tuples).
+    """
+
+    def values(name: str) -> tuple[Any, ...]:
+        value = getattr(config, name)
+        return tuple(value) if isinstance(value, tuple) else (value,)
+
+    def numbers(name: str) -> tuple[float, ...]:
+        try:  # tuples with an empty default keep -o's strings
+            return tuple(float(v) for v in values(name))
+        except (TypeError, ValueError):
+            raise ValueError(f"{name} must be numbers, got {getattr(config, name)!r}") from None
+
+    for name, low in (minimum or {}).items():
+        if any(v < low for v in numbers(name)):
+            raise ValueError(f"{name} must be at least {low:g}, got {getattr(config, name)!r}")
+    for name in positive:
+        if any(v <= 0 for v in numbers(name)):
+            raise ValueError(f"{name} must be positive, got {getattr(config, name)!r}")
+    for name in fractions:
+        if any(not 0.0 <= v <= 1.0 for v in numbers(name)):
+            raise ValueError(f"{name} must be between 0 and 1, got {getattr(config, name)!r}")
+    for name, allowed in (choices or {}).items():
+        if any(v not in allowed for v in values(name)):
+            raise ValueError(
+                f"{name} must be one of {', '.join(allowed)}, got {getattr(config, name)!r}"
+            )
 
 
 def _coerce(value: Any, default: Any, where: str) -> Any:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from audit_core.analysis import Analysis, AuditContext, Requirements
+from audit_core.analysis import Analysis, AuditContext, Requirements, check_config
 from audit_core.attacks import MinimalAdversarial, MinimalAttackConfig
 from audit_core.evidence import adversarial_example
 from audit_core.findings import (
@@ -54,6 +54,19 @@ class AttackBoundConfig:
     """Empirical robust accuracy below this fraction warns (severity ``medium``)."""
     worst_examples: int = 5
     """Number of least-robust samples shown as evidence."""
+
+    def __post_init__(self) -> None:
+        check_config(
+            self,
+            minimum={
+                "steps": 1,
+                "restarts": 1,
+                "bisection_steps": 1,
+                "worst_examples": 0,
+                "fail_below": 0,
+                "warn_below": 0,
+            },
+        )
 
 
 class AttackBound(Analysis):

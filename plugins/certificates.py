@@ -36,7 +36,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from audit_core.analysis import Analysis, AuditContext, Requirements
+from audit_core.analysis import Analysis, AuditContext, Requirements, check_config
 from audit_core.attacks import MinimalAdversarial, MinimalAttackConfig
 from audit_core.evidence import adversarial_example
 from audit_core.fidelity import onnxruntime_logits, sample_errors
@@ -107,6 +107,19 @@ class CertificatesConfig:
     """Points per certified ball (half on its sphere, half inside) at which onnxruntime's
     logits are compared with the float64 graph's; a deviation above the logit slack's
     tolerance raises the tolerance and recomputes the radii. 0: no check."""
+
+    def __post_init__(self) -> None:
+        check_config(
+            self,
+            minimum={
+                "steps": 1,
+                "restarts": 1,
+                "bisection_steps": 1,
+                "logit_tolerance": 0,
+                "worst_examples": 0,
+                "runtime_points": 0,
+            },
+        )
 
 
 @dataclass(frozen=True)

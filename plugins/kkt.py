@@ -31,7 +31,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from audit_core.analysis import Analysis, AuditContext, Requirements
+from audit_core.analysis import Analysis, AuditContext, Requirements, check_config
 from audit_core.errors import NotApplicable
 from audit_core.evidence import adversarial_example
 from audit_core.findings import (
@@ -96,6 +96,14 @@ class KKTConfig:
     """At most this many (sample, neuron) kink pairs get a free subgradient (the closest)."""
     plot_points: int = 200
     """Grid size of the flipped-fraction curve."""
+
+    def __post_init__(self) -> None:
+        check_config(
+            self,
+            minimum={"slack": 0, "kkt_tol": 0, "norm_rtol": 0, "zero_tol": 0, "max_kinks": 0},
+            positive=("high_below", "medium_below"),
+        )
+        check_config(self, minimum={"plot_points": 2})
 
 
 @dataclass(frozen=True)

@@ -37,7 +37,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from audit_core.analysis import Analysis, AuditContext, Requirements
+from audit_core.analysis import Analysis, AuditContext, Requirements, check_config
 from audit_core.data import AuditData
 from audit_core.errors import NotApplicable
 from audit_core.evidence import as_image, image_shape
@@ -118,6 +118,24 @@ class LowerBoundsConfig:
     """Deepest-prefix 0-1 lower bound at eps above this fails (severity high)."""
     warn_above: float = 0.1
     """Deepest-prefix 0-1 lower bound at eps above this warns (severity medium)."""
+
+    def __post_init__(self) -> None:
+        check_config(
+            self,
+            minimum={
+                "eps_grid": 0,
+                "grid_points": 2,
+                "grid_max": 0,
+                "max_pairs": 0,
+                "max_steps": 1,
+                "max_seconds": 0,
+                "workers": 0,
+                "max_matrix_entries": 1,
+                "max_search_size": 0,
+            },
+            positive=("collision_rtol", "dual_tol"),
+            choices={"solver": ("clarabel", "cvxpy")},
+        )
 
 
 @dataclass

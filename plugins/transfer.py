@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from audit_core.analysis import Analysis, AuditContext, Requirements
+from audit_core.analysis import Analysis, AuditContext, Requirements, check_config
 from audit_core.data import AuditData
 from audit_core.errors import ConfigError, NotApplicable
 from audit_core.findings import (
@@ -111,6 +111,21 @@ class LinearTransferConfig:
     """Random directions of the baseline (each applied to a whole class)."""
     warn_flip_rate: float = 0.5
     """One direction flipping at least this fraction of a class within eps warns."""
+
+    def __post_init__(self) -> None:
+        check_config(
+            self,
+            minimum={
+                "all_pairs_up_to": 2,
+                "max_pairs": 1,
+                "margin_tol": 0,
+                "grid_points": 2,
+                "max_norm": 0,
+                "random_directions": 1,
+            },
+            positive=("svm_c",),
+            fractions=("warn_flip_rate",),
+        )
 
 
 @dataclass
@@ -624,6 +639,20 @@ class ConvexTransferConfig:
     warn_flip_fraction: float = 0.5
     """The direction flipping at least this fraction of a class within eps warns."""
 
+    def __post_init__(self) -> None:
+        check_config(
+            self,
+            minimum={
+                "max_candidates": 1,
+                "segments_per_class": 1,
+                "segment_points": 2,
+                "empirical_candidates": 1,
+                "ray_points": 2,
+            },
+            positive=("max_scale",),
+            fractions=("warn_flip_fraction",),
+        )
+
 
 @dataclass
 class ClassDirection:
@@ -1126,6 +1155,15 @@ class ModelTransferConfig:
     """Regularisation C of the surrogate LinearSVCs."""
     warn_drop: float = 0.2
     """Warn when the best source lowers a target's accuracy this much more than random."""
+
+    def __post_init__(self) -> None:
+        check_config(
+            self,
+            minimum={"linf_eps": 0, "l2_eps": 0, "steps": 1, "linf_step": 0, "svm_surrogates": 0},
+            positive=("svm_c",),
+            fractions=("warn_drop",),
+            choices={"norms": ("l2", "linf"), "attack": ("ifgsm", "pgd")},
+        )
 
 
 @dataclass

@@ -357,6 +357,8 @@ def test_pickled_data_is_refused(run_audit, tmp_path, tiny_model) -> None:
         (["-o", "attack-bound.nonsense=3"], "nonsense"),
         (["-o", "attack-bound.steps=many"], "steps"),
         (["-o", "ghost.steps=3"], "ghost"),
+        (["-o", "attack-bound.restarts=0"], "attack-bound.restarts must be at least 1"),
+        (["-o", "attack-bound.fail_below=-1"], "attack-bound.fail_below must be at least 0"),
     ],
 )
 def test_bad_options(run_audit, tmp_path, tiny_model, tiny_data, args, needle) -> None:
@@ -479,3 +481,23 @@ def test_data_without_labels_is_said_in_every_report(run_audit, tiny_model, tmp_
     assert note in (run.out_dir / "report.md").read_text().replace("\\", "")
     headline = run.finding("attack-bound/robust-accuracy/tiny")["summary"]
     assert "labels: the model's own predictions" in headline and "clean" not in headline
+
+
+@pytest.mark.parametrize(
+    ("option", "needle"),
+    [
+        ("linear-transfer.grid_points=0", "linear-transfer.grid_points must be at least 2"),
+        ("lower-bounds.solver=gurobi", "lower-bounds.solver must be one of clarabel, cvxpy"),
+        ("model-transfer.norms=l3", "model-transfer.norms must be one of l2, linf"),
+        ("certificates.runtime_points=-1", "certificates.runtime_points must be at least 0"),
+        ("kkt.slack=-0.1", "kkt.slack must be at least 0"),
+        ("convex-transfer.max_scale=0", "convex-transfer.max_scale must be positive"),
+    ],
+)
+def test_out_of_range_analysis_parameters_are_usage_errors(
+    run_audit, tiny_model, tiny_data, option, needle, monkeypatch
+) -> None:
+    """Every built-in analysis checks its parameters' ranges before anything runs."""
+    monkeypatch.delenv("AUDIT_PLUGINS")
+    run = run_audit(tiny_model, "--data", tiny_data, "-o", option)
+    _assert_one_line_error(run, 4, needle)
