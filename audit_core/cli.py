@@ -24,7 +24,7 @@ from audit_core.analysis import config_parameters
 from audit_core.console import ConsoleUI, QuietUI, summary_table, verdict_line
 from audit_core.errors import AuditError, ConfigError, ExitCode, UsageError
 from audit_core.exports import write_exports
-from audit_core.plugins import PluginHost
+from audit_core.plugins import EXTRA_PLUGINS, PluginHost, entry_point_names
 from audit_core.runner import RunOutcome, run_audit
 from audit_core.settings import (
     SEVERITY_LEVELS,
@@ -238,6 +238,13 @@ def _host(plugin_flags: list[str] | None) -> PluginHost:
         if not flag.startswith("no:") or len(flag) <= 3:
             raise ConfigError(f"-p expects no:NAME, got {flag!r}")
         blocked.append(flag[3:])
+    known = entry_point_names() | set(EXTRA_PLUGINS)
+    unknown = [name for name in blocked if name not in known]
+    if unknown:
+        raise ConfigError(
+            f"-p no:{unknown[0]}: no installed plugin of that name "
+            f"(installed: {', '.join(sorted(known)) or 'none'})"
+        )
     host = PluginHost()
     host.load_entry_points(blocked)
     return host

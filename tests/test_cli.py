@@ -241,6 +241,8 @@ def test_plugins_listing_documents_every_parameter(run_audit, monkeypatch) -> No
 def test_dash_p_blocks_a_plugin(run_audit) -> None:
     listing = json.loads(run_audit("plugins", "--json", "-p", "no:attack-bound").stdout)
     assert "attack-bound" not in [p["name"] for p in listing]
+    typo = run_audit("plugins", "-p", "no:atack-bound")
+    _assert_one_line_error(typo, 4, "no:atack-bound", "no installed plugin", "attack-bound")
 
 
 # --------------------------------------------------------------------- bad input
