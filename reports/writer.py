@@ -54,13 +54,19 @@ def write_reports(
     """Render ``report`` in each of ``formats`` and write the files into ``out_dir``
     (created if needed). Returns the written paths, in the order of ``formats``.
 
+    Report files of the formats not requested, left by an earlier run, are removed
+    once the new ones are in place: a directory never mixes two runs' reports.
     Raises ``ValueError`` for an unknown format, before anything is rendered.
     """
     outputs = [_output(name) for name in dict.fromkeys(formats)]
     rendered = {out.filename: out.render(report) for out in outputs}
     directory = Path(out_dir)
     directory.mkdir(parents=True, exist_ok=True)
-    return _write_all(directory, rendered)
+    written = _write_all(directory, rendered)
+    for out in RENDERERS.values():
+        if out.filename not in rendered:
+            (directory / out.filename).unlink(missing_ok=True)
+    return written
 
 
 def _output(name: str) -> OutputFormat:

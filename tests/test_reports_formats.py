@@ -63,6 +63,10 @@ def test_every_format_is_registered_and_written(tmp_path: Path) -> None:
     assert [p.name for p in paths][2:] == ["report.sarif", "report.junit.xml", "report.md"]
     for name, path in zip(FORMATS, paths, strict=True):
         assert path.read_text(encoding="utf-8") == RENDERERS[name].render(report)
+    # a later run with fewer formats leaves no stale report of the earlier one
+    (tmp_path / "notes.txt").write_text("not ours")
+    write_reports(report, tmp_path, ("json", "html"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt", "report.html", "report.json"]
 
 
 def test_json_report_round_trips_through_from_dict() -> None:
