@@ -287,7 +287,8 @@ def resolve_settings(args: argparse.Namespace, cwd: Path) -> Settings:
     """Merge the config file and the command line (the command line wins)."""
     config_path = find_config_file(args.config, cwd)
     file_options, tables = read_config(config_path)
-    where = {key: str(config_path) for key in file_options}
+    where = {key: f"{config_path}: {key}" for key in file_options}
+    build_settings(file_options, where)  # the file is checked even where the command line wins
     cli_options = {
         key.replace("_", "-"): value
         for key, value in vars(args).items()

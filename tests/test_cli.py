@@ -385,6 +385,14 @@ def test_bad_config_file(run_audit, tmp_path, tiny_model, tiny_data, toml, needl
     _assert_untouched(out)
 
 
+def test_bad_config_value_is_an_error_even_where_the_command_line_wins(
+    run_audit, tmp_path, tiny_model, tiny_data
+) -> None:
+    (tmp_path / "audit.toml").write_text('samples = "ten"\n')
+    run = run_audit(tiny_model, "--data", tiny_data, "--samples", "3")
+    _assert_one_line_error(run, 4, "audit.toml: samples: expected an integer, got 'ten'")
+
+
 def test_output_path_is_a_file(run_audit, tmp_path, tiny_model, tiny_data) -> None:
     (tmp_path / "taken").write_text("a file")
     run = run_audit(tiny_model, "--data", tiny_data, "--samples", "3", out="taken")
