@@ -19,8 +19,9 @@ from .formatting import fmt_text, key_metric
 
 MAX_ROWS = 20
 """Failing findings listed in the table; the rest are counted."""
-MAX_CELL = 160
-"""Characters of a summary or headline kept in one cell or line."""
+MAX_CELL = 280
+"""Characters of a summary or headline kept in one cell or line (the built-in headlines
+fit; longer text is cut at a word boundary)."""
 
 _SPECIAL = re.compile(r"([\\`*_\[\]|~@])")
 _STATUS_ORDER = (Status.ERROR, Status.FAIL, Status.WARN, Status.PASS, Status.SKIPPED)
@@ -32,7 +33,8 @@ def md(text: object, limit: int = MAX_CELL) -> str:
     code span, emphasis, link, cell break, strike-through or mention)."""
     flat = " ".join(str(text).split())
     if len(flat) > limit:
-        flat = flat[: limit - 1].rstrip() + "…"
+        cut = flat[: limit - 1]
+        flat = (cut.rsplit(" ", 1)[0] if " " in cut else cut).rstrip(" ,;:") + "…"
     flat = flat.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
     return _SPECIAL.sub(r"\\\1", flat)
 
