@@ -84,7 +84,24 @@ def _check_file(path: Path) -> None:
         raise DataError(f"{path}: the file is empty")
 
 
+NPY_MAGIC, ZIP_MAGIC = b"\x93NUMPY", b"PK\x03\x04"
+
+
+def _check_magic(path: Path, magic: bytes, kind: str) -> None:
+    """numpy reads a file that is neither .npy nor .npz as a pickle: say what it is not."""
+    with path.open("rb") as handle:
+        head = handle.read(len(magic))
+    if head != magic:
+        pickled = head[:1] == b"\x80"
+        raise DataError(
+            f"{path}: holds Python objects; refusing to unpickle"
+            if pickled
+            else f"{path}: not a {kind} file (it does not start like one)"
+        )
+
+
 def _load_npy(path: Path) -> np.ndarray:
+    _check_magic(path, NPY_MAGIC, ".npy")
     try:
         return np.load(path, allow_pickle=False)
     except ValueError as error:
@@ -96,6 +113,7 @@ def _load_npy(path: Path) -> np.ndarray:
 
 
 def _read_npz(path: Path) -> RawData:
+    _check_magic(path, ZIP_MAGIC, ".npz (zip)")
     try:
         archive = np.load(path, allow_pickle=False)
         arrays = {key: archive[key] for key in archive.files}

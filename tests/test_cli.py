@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import html
 import json
+import pickle
 import shutil
 from pathlib import Path
 
@@ -339,6 +340,20 @@ def test_bad_data(run_audit, tmp_path, tiny_model, case) -> None:
     out = _previous_reports(tmp_path)
     _assert_one_line_error(run_audit(tiny_model, "--data", path), 4, needle)
     _assert_untouched(out)
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "needle"),
+    [
+        ("garbage.npz", bytes(range(7, 107)), "not a .npz (zip) file"),
+        ("garbage.npy", b"plain text, not numpy", "not a .npy file"),
+        ("pickled.npz", pickle.dumps({"x": [1.0]}), "refusing to unpickle"),
+    ],
+)
+def test_files_that_are_not_numpy_say_so(run_audit, tmp_path, tiny_model, name, content, needle):
+    _assert_one_line_error(
+        run_audit(tiny_model, "--data", _write(tmp_path / name, content)), 4, needle
+    )
 
 
 def test_pickled_data_is_refused(run_audit, tmp_path, tiny_model) -> None:
