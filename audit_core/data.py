@@ -71,8 +71,19 @@ def read_data(path: str | Path, labels: str | Path | None = None) -> RawData:
         raise DataError(f"{path}: unknown data format {path.suffix!r} (use .npz, .npy or .csv)")
     raw = reader(path)
     if labels is not None:
-        raw = replace(raw, y=read_data_labels(Path(labels)))
+        raw = with_label_file(raw, path, Path(labels))
     return replace(raw, source=str(path))
+
+
+def with_label_file(raw: RawData, path: Path, labels: Path) -> RawData:
+    """``raw`` with the labels of ``--labels``; an error if the data holds labels already
+    (which of the two should win is not a guess to make for the user)."""
+    if raw.y is not None:
+        raise DataError(
+            f"{path}: already holds labels; --labels {labels} is for samples without them "
+            "(.npy, or a .csv without a label column)"
+        )
+    return replace(raw, y=read_data_labels(labels))
 
 
 def _check_file(path: Path) -> None:

@@ -26,9 +26,9 @@ from audit_core.data import (
     AuditData,
     RawData,
     read_data,
-    read_data_labels,
     subsample,
     validate,
+    with_label_file,
 )
 from audit_core.errors import AuditError, ConfigError, DataError, ExitCode, NotApplicable
 from audit_core.findings import Evidence, Finding, Method, Severity, Status
@@ -184,7 +184,7 @@ def _read(settings: Settings, host: PluginHost | None) -> RawData:
     if raw is None:
         return read_data(path, settings.labels)
     if settings.labels is not None:
-        raw = replace(raw, y=read_data_labels(Path(settings.labels)))
+        raw = with_label_file(raw, path, Path(settings.labels))
     return replace(raw, source=raw.source or str(path))
 
 

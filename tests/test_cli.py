@@ -356,6 +356,14 @@ def test_files_that_are_not_numpy_say_so(run_audit, tmp_path, tiny_model, name, 
     )
 
 
+def test_labels_option_with_data_that_has_labels_is_refused(
+    run_audit, tmp_path, tiny_model, tiny_data
+) -> None:
+    np.save(tmp_path / "y.npy", np.zeros(24, dtype=np.int64))
+    run = run_audit(tiny_model, "--data", tiny_data, "--labels", "y.npy")
+    _assert_one_line_error(run, 4, "already holds labels", "--labels y.npy")
+
+
 def test_pickled_data_is_refused(run_audit, tmp_path, tiny_model) -> None:
     path = tmp_path / "objects.npy"
     np.save(path, np.array([{"x": 1}], dtype=object), allow_pickle=True)
