@@ -200,9 +200,12 @@ def validate(
     """Check ``raw`` against ``graph`` and return float64 samples in the model's input shape.
 
     ``bounds`` (from the command line) override the file's; without either they
-    default to the data's range. Without labels, ``predicted_labels`` are used.
+    default to the data's range. Without labels, ``predicted_labels`` are used (default:
+    ``graph``'s predictions on the validated samples).
     """
     x = _samples(raw, graph)
+    if raw.y is None and predicted_labels is None:
+        predicted_labels = graph.predict(x)
     y = _labels(raw, len(x), graph.num_classes, predicted_labels)
     lower, upper, bounds_source = _bounds(raw, x, bounds)
     names = raw.class_names

@@ -206,16 +206,24 @@ def _bundled_data(model: LoadedModel, settings: Settings) -> RawData | None:
 def _validated(
     raw: RawData, loaded: list[LoadedModel], settings: Settings, rng: np.random.Generator
 ) -> AuditData:
-    first = loaded[0].graph
-    predicted = None
-    if raw.y is None:
-        predicted = first.predict(
-            np.asarray(raw.x, dtype=np.float64).reshape(-1, *first.input_shape)
-        )
-    data = validate(raw, first, bounds=settings.bounds, predicted_labels=predicted)
+    """The data checked against every model (labels: the file's, else the first model's
+    predictions); with several models an error names the model it is about."""
+    data = _validated_for(raw, loaded[0], settings, None, len(loaded) > 1)
+    predicted = data.y if raw.y is None else None
     for other in loaded[1:]:
-        validate(raw, other.graph, bounds=settings.bounds, predicted_labels=predicted)
+        _validated_for(raw, other, settings, predicted, True)
     return subsample(data, settings.samples, rng)
+
+
+def _validated_for(
+    raw: RawData, model: LoadedModel, settings: Settings, predicted, name_model: bool
+) -> AuditData:
+    try:
+        return validate(raw, model.graph, bounds=settings.bounds, predicted_labels=predicted)
+    except DataError as error:
+        if not name_model:
+            raise
+        raise DataError(f"{error} (model {model.path})") from error
 
 
 def _unique_names(loaded: list[LoadedModel]) -> list[str]:

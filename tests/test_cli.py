@@ -364,6 +364,18 @@ def test_labels_option_with_data_that_has_labels_is_refused(
     _assert_one_line_error(run, 4, "already holds labels", "--labels y.npy")
 
 
+def test_unlabelled_data_of_the_wrong_shape_is_a_usage_error(run_audit, tmp_path, tiny_model):
+    np.save(tmp_path / "x.npy", np.random.default_rng(0).random((5, 3)))  # the model takes 4
+    _assert_one_line_error(run_audit(tiny_model, "--data", "x.npy"), 4, "the model expects [4]")
+
+
+def test_data_error_with_several_models_names_the_model(run_audit, tmp_path, tiny_data, tiny_model):
+    weights, biases = random_mlp([5, 3, 2], seed=1)
+    wide = mlp_onnx(tmp_path / "wide.onnx", weights, biases)
+    run = run_audit(tiny_model, wide, "--data", tiny_data)
+    _assert_one_line_error(run, 4, "the model expects [5]", "(model ", "wide.onnx")
+
+
 def test_pickled_data_is_refused(run_audit, tmp_path, tiny_model) -> None:
     path = tmp_path / "objects.npy"
     np.save(path, np.array([{"x": 1}], dtype=object), allow_pickle=True)
