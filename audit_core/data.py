@@ -28,6 +28,8 @@ class RawData:
     upper: np.ndarray | None = None
     image_shape: tuple[int, ...] | None = None
     source: str = ""
+    labels_source: str = ""
+    """The ``--labels`` file the labels came from ("" when they are the data file's)."""
 
 
 @dataclass(frozen=True)
@@ -83,7 +85,7 @@ def with_label_file(raw: RawData, path: Path, labels: Path) -> RawData:
             f"{path}: already holds labels; --labels {labels} is for samples without them "
             "(.npy, or a .csv without a label column)"
         )
-    return replace(raw, y=read_data_labels(labels))
+    return replace(raw, y=read_data_labels(labels), labels_source=str(labels))
 
 
 def _check_file(path: Path) -> None:
@@ -253,20 +255,21 @@ def _labels(raw: RawData, count: int, num_classes: int, predicted: np.ndarray | 
         if predicted is None:
             raise DataError(f"{raw.source}: no labels (add 'y' to the file or pass --labels)")
         return np.asarray(predicted, dtype=np.int64)
+    where = raw.labels_source or raw.source
     y = np.asarray(raw.y)
     if y.dtype.kind not in "fiub":
-        raise DataError(f"{raw.source}: labels have dtype {y.dtype}, expected integers")
+        raise DataError(f"{where}: labels have dtype {y.dtype}, expected integers")
     y = y.reshape(-1) if y.ndim > 1 and y.size == count else y
     if y.ndim != 1 or len(y) != count:
-        raise DataError(f"{raw.source}: {y.size} labels for {count} samples")
+        raise DataError(f"{where}: {y.size} labels for {count} samples")
     if not np.all(np.isfinite(y)) or not np.all(y == np.round(y)):
-        raise DataError(f"{raw.source}: labels must be whole numbers")
+        raise DataError(f"{where}: labels must be whole numbers")
     y = y.astype(np.int64)
     out_of_range = (y < 0) | (y >= num_classes)
     if out_of_range.any():
         first = int(np.argmax(out_of_range))
         raise DataError(
-            f"{raw.source}: label {int(y[first])} at sample {first} is out of range for a model "
+            f"{where}: label {int(y[first])} at sample {first} is out of range for a model "
             f"with {num_classes} classes"
         )
     return y

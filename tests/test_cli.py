@@ -356,6 +356,13 @@ def test_files_that_are_not_numpy_say_so(run_audit, tmp_path, tiny_model, name, 
     )
 
 
+def test_label_file_errors_name_the_label_file(run_audit, tmp_path, tiny_model) -> None:
+    np.save(tmp_path / "x.npy", np.random.default_rng(0).random((6, 4)))
+    (tmp_path / "y.txt").write_text("0\n1\n2\n")
+    run = run_audit(tiny_model, "--data", "x.npy", "--labels", "y.txt")
+    _assert_one_line_error(run, 4, "y.txt: 3 labels for 6 samples")
+
+
 def test_labels_option_with_data_that_has_labels_is_refused(
     run_audit, tmp_path, tiny_model, tiny_data
 ) -> None:
