@@ -1,6 +1,8 @@
 """``--export DIR``: each analysis's per-sample arrays as ``DIR/<name>.npz``.
 
-With several models the files go to ``DIR/<model>/<name>.npz``. Each file is
+With several models the files go to ``DIR/<model>/<name>.npz``; an analysis of
+all models together (model-transfer) writes ``DIR/<name>.npz`` (its model key is
+``RUN_WIDE``). Each file is
 written to a temporary name and moved into place, so an interrupted run never
 leaves a half-written archive.
 """
@@ -14,18 +16,22 @@ from pathlib import Path
 
 import numpy as np
 
+RUN_WIDE = ""
+"""Model key of the exports of an analysis that covers all models of the run."""
+
 
 def write_exports(
     exports: dict[tuple[str, str], dict[str, np.ndarray]], directory: str | os.PathLike[str]
 ) -> list[Path]:
     """Write every (model, name) -> arrays entry; return the paths written."""
     root = Path(directory)
-    several = len({model for model, _ in exports}) > 1
+    several = len({model for model, _ in exports if model != RUN_WIDE}) > 1
     payloads = {}
     for (model, name), arrays in sorted(exports.items()):
         buffer = io.BytesIO()
         np.savez_compressed(buffer, **arrays)
-        target = (root / model if several else root) / f"{name}.npz"
+        folder = root / model if several and model != RUN_WIDE else root
+        target = folder / f"{name}.npz"
         payloads[target] = buffer.getvalue()
     return [_atomic_write(path, data) for path, data in payloads.items()]
 

@@ -31,6 +31,7 @@ from audit_core.data import (
     with_label_file,
 )
 from audit_core.errors import AuditError, ConfigError, DataError, ExitCode, NotApplicable
+from audit_core.exports import RUN_WIDE
 from audit_core.findings import Evidence, Finding, Method, Severity, Status
 from audit_core.model import AuditedModel, audited, bundled_dataset
 from audit_core.onnx_import import LoadedModel, load_onnx
@@ -104,7 +105,8 @@ def run_audit(
             )
             runs.append(run)
             findings.extend(found)
-            exports.update({(model.name, name): arrays for name, arrays in exported.items()})
+            key = RUN_WIDE if analysis.multi_model else model.name
+            exports.update({(key, name): arrays for name, arrays in exported.items()})
     report = AuditReport(
         tool_version=__version__,
         started_at=started,

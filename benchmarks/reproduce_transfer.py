@@ -28,6 +28,7 @@ import numpy as np
 
 import audit_model_zoo as zoo
 from audit_core.console import QuietUI
+from audit_core.exports import RUN_WIDE
 from audit_core.plugins import PluginHost
 from audit_core.runner import run_audit
 from audit_core.settings import Settings
@@ -52,7 +53,7 @@ def transfer_arrays(step: float, samples: int) -> dict[str, np.ndarray]:
     host = PluginHost()
     host.load_entry_points()
     outcome = run_audit(settings, host, QuietUI())
-    return outcome.exports[(SVMS[0], "model-transfer")]
+    return outcome.exports[(RUN_WIDE, "model-transfer")]
 
 
 def panel(
