@@ -29,21 +29,11 @@ def box_diameter(data: AuditData) -> float:
 def flip_curves(
     graph: LayerGraph, points: np.ndarray, directions: np.ndarray, label: int, scales: np.ndarray
 ) -> np.ndarray:
-    """``(R, G)``: fraction of ``points`` with ``h(x + s d_r) != label`` per direction and scale.
-
-    Perturbed inputs are built in batches of whole directions (``(G, n, D)`` each).
-    """
+    """``(R, G)``: fraction of ``points`` with ``h(x + s d_r) != label`` per direction and scale."""
     if len(points) == 0:
         return np.full((len(directions), len(scales)), np.nan)
-    per_direction = len(scales) * points.size
-    step = max(1, _ROWS_BUDGET // max(per_direction, 1))
-    out = []
-    for start in range(0, len(directions), step):
-        dirs = directions[start : start + step]
-        rows = points[None, None] + scales[None, :, None, None] * dirs[:, None, None, :]
-        labels = predict(graph, rows.reshape(-1, points.shape[1]))
-        out.append((labels.reshape(len(dirs), len(scales), len(points)) != label).mean(axis=2))
-    return np.concatenate(out)
+    parts = [flipped.mean(axis=2) for flipped in _flips(graph, points, directions, label, scales)]
+    return np.concatenate(parts)
 
 
 def first_flip_on_grid(
@@ -54,17 +44,24 @@ def first_flip_on_grid(
     scales: np.ndarray,
 ) -> np.ndarray:
     """``(R, n)``: the first grid scale ``s`` with ``h(x + s d_r) != label`` (``inf`` if none)."""
-    per_direction = len(scales) * points.size
-    step = max(1, _ROWS_BUDGET // max(per_direction, 1))
-    out = []
+    parts = [
+        np.where(flipped.any(axis=1), scales[flipped.argmax(axis=1)], np.inf)
+        for flipped in _flips(graph, points, directions, label, scales)
+    ]
+    return np.concatenate(parts) if parts else np.zeros((0, len(points)))
+
+
+def _flips(
+    graph: LayerGraph, points: np.ndarray, directions: np.ndarray, label: int, scales: np.ndarray
+):
+    """``(r, G, n)`` bool blocks over the directions: ``h(x + s d) != label``, built in
+    batches of whole directions (``(G, n, D)`` inputs each, at most ``_ROWS_BUDGET`` floats)."""
+    step = max(1, _ROWS_BUDGET // max(len(scales) * points.size, 1))
     for start in range(0, len(directions), step):
         dirs = directions[start : start + step]
         rows = points[None, None] + scales[None, :, None, None] * dirs[:, None, None, :]
         labels = predict(graph, rows.reshape(-1, points.shape[1]))
-        flipped = labels.reshape(len(dirs), len(scales), len(points)) != label
-        first = np.where(flipped.any(axis=1), scales[flipped.argmax(axis=1)], np.inf)
-        out.append(first)
-    return np.concatenate(out) if out else np.zeros((0, len(points)))
+        yield labels.reshape(len(dirs), len(scales), len(points)) != label
 
 
 def smallest_reaching(scales: np.ndarray, curve: np.ndarray, level: float) -> float:
