@@ -13,9 +13,13 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from audit_core.attacks import MinimalAdversarial, MinimalAttackConfig, minimal_adversarial
+from audit_core.attacks import (
+    MinimalAdversarial,
+    MinimalAttackConfig,
+    minimal_adversarial,
+    numpy_distance,
+)
 from audit_core.data import AuditData
-from audit_core.fidelity import onnxruntime_logits
 from audit_core.labels import predict
 from audit_core.model import AuditedModel
 
@@ -82,8 +86,7 @@ class AttackService:
             ok, predicted = self._fools(pushed, data.y[rest])
             moved = rest[ok]
             x_adv[moved], fooled[moved], labels[moved] = pushed[ok], True, predicted[ok]
-            step = (pushed[ok] - x[moved]).reshape(len(moved), -1)
-            distance[moved] = np.linalg.norm(step, ord=2 if result.norm == "l2" else np.inf, axis=1)
+            distance[moved] = numpy_distance(pushed[ok], x[moved], result.norm)
         dropped = np.zeros(len(x), dtype=bool)
         dropped[todo] = ~fooled[todo]
         keep = dropped.reshape(-1, *[1] * (x.ndim - 1))
@@ -102,7 +105,7 @@ class AttackService:
             return np.zeros(0, dtype=bool), np.zeros(0, dtype=np.int64)
         with torch.no_grad():
             ours = predict(self.model.module(torch.as_tensor(points, dtype=torch.float64)).numpy())
-        deployed = predict(onnxruntime_logits(self.model.loaded, points))
+        deployed = predict(self.model.runtime.logits(points))
         return (ours != labels) & (deployed != labels), ours
 
     def cached(self, norm: str, config: MinimalAttackConfig | None = None) -> bool:

@@ -180,8 +180,8 @@ def _flat_norm(v: torch.Tensor, norm: str) -> torch.Tensor:
     return flat.abs().amax(1) if flat.shape[1] else flat.new_zeros(flat.shape[0])
 
 
-def _numpy_distance(x_adv: np.ndarray, x: np.ndarray, norm: str) -> np.ndarray:
-    """The reported distance: float64 norm of ``x_adv - x`` (numpy, per sample)."""
+def numpy_distance(x_adv: np.ndarray, x: np.ndarray, norm: str) -> np.ndarray:
+    """``(N,)`` float64 ``norm`` of ``x_adv - x`` per sample: the reported distance."""
     diff = (x_adv - x).reshape(x.shape[0], math.prod(x.shape[1:]))
     if norm == "l2":
         return np.linalg.norm(diff, axis=1)
@@ -320,7 +320,7 @@ def _finalize(
 ) -> AttackResult:
     """Verify ``x_adv`` by a forward pass and measure the exact distances."""
     ok = _is_adversarial(_logits(model, x_adv), y, 0.0) & box.contains(x_adv)
-    dist = torch.from_numpy(_numpy_distance(x_adv.numpy(), x.numpy(), norm))
+    dist = torch.from_numpy(numpy_distance(x_adv.numpy(), x.numpy(), norm))
     if eps is not None:
         ok &= dist <= eps
     inf = torch.full_like(dist, math.inf)
@@ -887,7 +887,7 @@ class _Search:
             self.model, self.x[idx], self.y[idx], z, box, self.config.line_search_steps
         )
         ok &= box.contains(z)
-        dist = torch.from_numpy(_numpy_distance(z.numpy(), self.x[idx].numpy(), self.norm))
+        dist = torch.from_numpy(numpy_distance(z.numpy(), self.x[idx].numpy(), self.norm))
         better = ok & (dist < self.best_d[idx])
         self.best_x[idx[better]] = z[better]
         self.best_d[idx[better]] = dist[better]
@@ -946,6 +946,6 @@ def _verified_minimal(
     found = torch.isfinite(best_d) & (labels != y) & box.contains(best_x)
     x_np = x.numpy()
     x_adv = np.where(_bc(found, x).numpy(), best_x.numpy(), x_np)
-    dist = np.where(found.numpy(), _numpy_distance(x_adv, x_np, norm), np.inf)
+    dist = np.where(found.numpy(), numpy_distance(x_adv, x_np, norm), np.inf)
     adv_label = np.where(found.numpy(), labels.numpy(), -1).astype(np.int64)
     return MinimalAdversarial(dist, x_adv, found.numpy(), adv_label, norm)

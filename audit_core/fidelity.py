@@ -51,11 +51,13 @@ def check_fidelity(
     bounds: tuple[float, float] = (0.0, 1.0),
     random_inputs: int = 8,
     tolerance: float = DEFAULT_TOLERANCE,
+    runner: OrtRunner | None = None,
 ) -> FidelityReport:
-    """Compare on ``samples`` (may be None) plus ``random_inputs`` uniform points in ``bounds``."""
+    """Compare on ``samples`` (may be None) plus ``random_inputs`` uniform points in ``bounds``
+    (``runner``: the model's onnxruntime session, made here when not given)."""
     graph = loaded.graph
     x = _inputs(graph, samples, rng, bounds, random_inputs)
-    runner = _OrtRunner(loaded)
+    runner = runner or OrtRunner(loaded)
     reference_out, reference_logits = runner.outputs(x)
     with torch.no_grad():
         ours_out = graph.forward(x, activation=True).reshape(len(x), -1).numpy()
@@ -98,8 +100,9 @@ def sample_errors(ours: np.ndarray, reference: np.ndarray) -> np.ndarray:
 
 
 def onnxruntime_logits(loaded: LoadedModel, x: np.ndarray) -> np.ndarray:
-    """The deployed model's logits (onnxruntime, float32 inputs) at ``x``, ``(N, K)``."""
-    return _OrtRunner(loaded).outputs(np.asarray(x))[1]
+    """The deployed model's logits (onnxruntime, float32 inputs) at ``x``, ``(N, K)``, from a
+    new session (an ``AuditedModel`` keeps one: ``AuditedModel.deployed_logits``)."""
+    return OrtRunner(loaded).logits(x)
 
 
 def _inputs(
@@ -117,8 +120,9 @@ def _inputs(
     )
 
 
-class _OrtRunner:
-    """Runs the normalised ONNX model in onnxruntime, sample by sample unless batchable."""
+class OrtRunner:
+    """The deployed model: the normalised ONNX model in one onnxruntime session, batched
+    when the model takes any batch size, else sample by sample."""
 
     def __init__(self, loaded: LoadedModel, extra_outputs: tuple[str, ...] = ()) -> None:
         self.loaded = loaded
@@ -164,6 +168,10 @@ class _OrtRunner:
             for i in range(len(self.output_names))
         ]
 
+    def logits(self, x: np.ndarray) -> np.ndarray:
+        """The logits ``(N, K)`` (before a final Softmax/Sigmoid) at ``x``."""
+        return self.outputs(np.asarray(x))[1]
+
     def outputs(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(model output, logits) for ``x``."""
         results = self.run(x)
@@ -172,10 +180,10 @@ class _OrtRunner:
         return results[0], results[logits_index]
 
 
-def _first_bad_layer(loaded: LoadedModel, runner: _OrtRunner, x: np.ndarray, tol: float) -> str:
+def _first_bad_layer(loaded: LoadedModel, runner: OrtRunner, x: np.ndarray, tol: float) -> str:
     graph = loaded.graph
     names = tuple(node.onnx_output for node in graph.nodes[1:] if node.onnx_output)
-    detailed = _OrtRunner(loaded, names)
+    detailed = OrtRunner(loaded, names)
     reference = dict(zip(detailed.output_names, detailed.run(x), strict=True))
     ours = graph.forward_all(x)
     for index, node in enumerate(graph.nodes[1:], start=1):

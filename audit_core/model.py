@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from audit_core.errors import NotApplicable
-from audit_core.fidelity import DEFAULT_TOLERANCE, FidelityReport, check_fidelity
+from audit_core.fidelity import DEFAULT_TOLERANCE, FidelityReport, OrtRunner, check_fidelity
 from audit_core.graph import DenseView, LayerGraph
 from audit_core.onnx_import import LoadedModel, load_onnx
 from audit_core.report_model import ModelInfo
@@ -27,6 +27,8 @@ class AuditedModel:
     loaded: LoadedModel
     torch_model: TorchModel
     fidelity: FidelityReport
+    runtime: OrtRunner
+    """The deployed model's onnxruntime session (one per model and run)."""
 
     @property
     def graph(self) -> LayerGraph:
@@ -113,5 +115,8 @@ def audited(
 ) -> AuditedModel:
     """Build the torch module for ``loaded`` and run the fidelity check at ``tolerance``."""
     torch_model = build_torch_model(loaded.proto, loaded.graph, loaded.has_batch)
-    fidelity = check_fidelity(loaded, torch_model, samples, rng, bounds=bounds, tolerance=tolerance)
-    return AuditedModel(name, loaded, torch_model, fidelity)
+    runtime = OrtRunner(loaded)
+    fidelity = check_fidelity(
+        loaded, torch_model, samples, rng, bounds=bounds, tolerance=tolerance, runner=runtime
+    )
+    return AuditedModel(name, loaded, torch_model, fidelity, runtime)

@@ -28,7 +28,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
-import onnxruntime as ort
 import torch
 
 from audit_core.attacks import (
@@ -38,6 +37,7 @@ from audit_core.attacks import (
     pgd,
     random_search,
 )
+from audit_core.fidelity import onnxruntime_logits
 from audit_core.labels import predict
 from audit_core.onnx_import import LoadedModel
 
@@ -159,20 +159,5 @@ def _pgd(
 
 def deployed_predictions(loaded: LoadedModel, x: np.ndarray) -> np.ndarray:
     """Labels the deployed model (onnxruntime, the file's own precision) gives ``x``."""
-    session = ort.InferenceSession(
-        loaded.proto.SerializeToString(), providers=["CPUExecutionProvider"]
-    )
-    graph = loaded.graph
-    name = loaded.input_name
-    info = next(i for i in session.get_inputs() if i.name == name)
-    dtype = np.float64 if "double" in info.type else np.float32
-    batch = np.asarray(x).reshape(len(x), *graph.input_shape).astype(dtype)
-    if loaded.has_batch and info.shape and not isinstance(info.shape[0], int):
-        outputs = session.run(None, {name: batch})[0].reshape(len(x), -1)
-    else:  # a fixed batch of 1 (or none): one sample at a time
-        feeds = [s[None] if loaded.has_batch else s for s in batch]
-        outputs = np.stack([np.ravel(session.run(None, {name: f})[0]) for f in feeds])
-    outputs = outputs.astype(np.float64)
-    if graph.output_activation == "sigmoid":
-        return (outputs[:, 0] > 0.5).astype(np.int64)
-    return np.asarray(predict(outputs), dtype=np.int64)
+    batch = np.asarray(x).reshape(len(x), *loaded.graph.input_shape)
+    return np.asarray(predict(onnxruntime_logits(loaded, batch)), dtype=np.int64)

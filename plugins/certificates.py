@@ -37,9 +37,9 @@ import numpy as np
 import torch
 
 from audit_core.analysis import Analysis, AuditContext, Requirements, check_config
-from audit_core.attacks import MinimalAdversarial, MinimalAttackConfig
+from audit_core.attacks import MinimalAdversarial, MinimalAttackConfig, numpy_distance
 from audit_core.evidence import adversarial_example
-from audit_core.fidelity import onnxruntime_logits, sample_errors
+from audit_core.fidelity import sample_errors
 from audit_core.findings import (
     Assumption,
     Evidence,
@@ -57,12 +57,14 @@ from audit_core.findings import (
 )
 from audit_core.hookspecs import hookimpl
 from audit_core.labels import predict
+from audit_core.linearize import LocalLinearization, linearize
 from audit_plugins._certificates_math import (
     SimplexCertificate,
     Verdicts,
     decision_boundary_certificate,
     linf_radius,
     simplex_certificate,
+    simplex_from_linearization,
     verdicts,
     violations,
 )
@@ -94,12 +96,12 @@ class CertificatesConfig:
     """Relative logit deviation of the deployed runtime from the float64 graph to guard
     against; the larger of this, the fidelity tolerance and the observed fidelity error is
     used (raise it for e.g. a float16 deployment)."""
-    steps: int = 40
+    steps: int = MinimalAttackConfig.steps
     """PGD iterations of the l2 minimal-norm search (same defaults as ``attack-bound``, so
     that both analyses share one cached search)."""
-    restarts: int = 2
+    restarts: int = MinimalAttackConfig.restarts
     """PGD restarts per bisection step."""
-    bisection_steps: int = 10
+    bisection_steps: int = MinimalAttackConfig.bisection_steps
     """Halvings of the radius interval per sample."""
     worst_examples: int = 5
     """Number of samples with the smallest certified radius shown as evidence."""
@@ -201,17 +203,14 @@ def _compute(ctx: AuditContext) -> _Results:
     ctx.progress.total(len(data) + attack_config.work_units(len(data)) + linf_units)
     ctx.progress.note("simplex certificate")
     clock = time.perf_counter()
-    simplex, db, reason, runtime = _certify_checked(ctx, _tolerance(ctx))
+    simplex, db, reason, certified, runtime = _certify_checked(ctx, _tolerance(ctx))
     seconds = (time.perf_counter() - clock) / max(1, len(data))
     ctx.progress.advance(len(data))
-    certified = simplex.radius if db is None else np.maximum(simplex.radius, db)
-    certified = np.where(runtime.flipped, 0.0, certified)
     ctx.progress.note("l2 minimal-norm attack")
     done = {"units": 0}
     attack = ctx.attacks.minimal("l2", attack_config, _progress_callback(ctx, done))
     ctx.progress.advance(attack_config.work_units(len(data)) - done["units"])  # if cached
-    diff = (attack.x_adv - data.x).reshape(len(data), -1)
-    attack_linf = np.where(attack.found, np.abs(diff).max(axis=1, initial=0.0), np.inf)
+    attack_linf = np.where(attack.found, numpy_distance(attack.x_adv, data.x, "linf"), np.inf)
     if ctx.norm == "linf":  # judged in linf: the linf search (shared with attack-bound) too
         ctx.progress.note("linf minimal-norm attack")
         done = {"units": 0}
@@ -251,8 +250,8 @@ class RuntimeCheck:
     flipped: np.ndarray
 
 
-def _certify(ctx: AuditContext, tolerance: float):
-    simplex = simplex_certificate(ctx.model.graph, ctx.data.x, tolerance=tolerance)
+def _certify(ctx: AuditContext, lin: LocalLinearization, tolerance: float):
+    simplex = simplex_from_linearization(lin, tolerance=tolerance)
     db, reason = _decision_boundary(ctx, simplex.predicted, tolerance)
     certified = simplex.radius if db is None else np.maximum(simplex.radius, db)
     return simplex, db, reason, certified
@@ -270,8 +269,9 @@ def _certify_checked(ctx: AuditContext, tolerance: float, rounds: int = 3):
     initial, deviation = tolerance, 0.0
     points = ctx.config.runtime_points
     flipped = np.zeros(len(ctx.data), dtype=bool)
+    lin = linearize(ctx.model.graph, ctx.data.x)  # the slack changes between rounds, not this
     for _ in range(rounds):
-        simplex, db, reason, certified = _certify(ctx, tolerance)
+        simplex, db, reason, certified = _certify(ctx, lin, tolerance)
         if points <= 0:
             break
         seen, flips = _runtime_deviation(ctx, certified, simplex.predicted, points)
@@ -280,7 +280,7 @@ def _certify_checked(ctx: AuditContext, tolerance: float, rounds: int = 3):
             break
         tolerance = 2.0 * seen
     runtime = RuntimeCheck(points, deviation, tolerance, tolerance > initial, flipped)
-    return simplex, db, reason, runtime
+    return simplex, db, reason, np.where(flipped, 0.0, certified), runtime
 
 
 def _runtime_deviation(
@@ -309,7 +309,7 @@ def _ball_points(
     scale[:, points // 2 :, 0] = ctx.rng.uniform(0.0, 1.0, (rows.size, points - points // 2))
     inside = x[:, None, :] + direction * scale * radius[rows, None, None]
     inside = inside.reshape(-1, *ctx.model.graph.input_shape)
-    deployed = onnxruntime_logits(ctx.model.loaded, inside)
+    deployed = ctx.model.runtime.logits(inside)
     with torch.no_grad():
         ours = ctx.model.graph.forward(inside).reshape(len(inside), -1).numpy()
     errors = sample_errors(ours, deployed)
@@ -397,12 +397,13 @@ def _simplex_finding(ctx: AuditContext, r: _Results) -> Finding:
     accuracies = [_certified_accuracy(radius_norm, r.correct, e) for e in ctx.eps]
     values = s.radius[r.correct]
     median = float(np.median(values)) if values.size else None
+    median_linf = None if median is None else float(linf_radius(np.array(median), r.dimension))
     zero = float(np.mean(values == 0)) if values.size else 0.0
     slack_bound = (s.decision_distance == 0) & (s.raw_decision_distance > 0)
     by_slack = float(np.mean(slack_bound[r.correct])) if values.size else 0.0
     summary = (
         f"Simplex certificate (Theorem 3): median certified l2 radius {median:.4g} "
-        f"(linf {median / np.sqrt(r.dimension):.3g}) over {values.size} correctly classified "
+        f"(linf {median_linf:.3g}) over {values.size} correctly classified "
         f"samples; certified accuracy {accuracies[0]:.1%} at {ctx.norm} eps {ctx.eps[0]:g}."
         if median is not None
         else "Simplex certificate (Theorem 3): no correctly classified sample."
@@ -410,7 +411,7 @@ def _simplex_finding(ctx: AuditContext, r: _Results) -> Finding:
     metrics = [
         Metric("median_radius", median, "l2", "median certified radius, correct samples"),
         Metric("min_radius", float(values.min()) if values.size else None, "l2"),
-        Metric("median_linf_radius", None if median is None else median / np.sqrt(r.dimension)),
+        Metric("median_linf_radius", median_linf),
         Metric("certified_accuracy", accuracies[0], "fraction", f"at eps {ctx.eps[0]:g}"),
         *(
             Metric(f"certified_accuracy@{e:g}", a, "fraction", f"{ctx.norm} eps {e:g}")

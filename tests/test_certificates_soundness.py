@@ -442,3 +442,31 @@ def test_certificates_below_the_exact_distance_when_an_add_broadcasts_the_input(
         for radius in radii:
             assert radius[i] <= exact + 1e-5, (x, radius[i], exact)
     assert (simplex.radius > 0).any() and all((r > 0).any() for r in radii)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_leaky_relu_certificate_below_every_flipped_point_of_a_dense_grid(tmp_path, seed) -> None:
+    """LeakyReLU regions (slope alpha, not 0, on the inactive side): no point of a fine 2-D
+    grid where the class changes lies inside a certified ball."""
+    weights, biases = random_mlp([2, 10, 10, 3], seed=seed)
+    path = mlp_onnx(tmp_path / "leaky.onnx", weights, biases, activation="LeakyRelu")
+    import onnx
+    from onnx import helper
+
+    model = onnx.load(path)
+    for node in model.graph.node:
+        if node.op_type == "LeakyRelu":  # a slope far from ReLU's 0
+            node.attribute.append(helper.make_attribute("alpha", 0.3))
+    onnx.save(model, path)
+    graph = load_onnx(path).graph
+    assert graph.describe().count("LeakyRelu(0.3)") == 2
+    h = 0.004
+    grid = np.stack(np.meshgrid(*[np.arange(-2.0, 2.0, h)] * 2), axis=-1).reshape(-1, 2)
+    labels = predict(graph.forward(grid).numpy())
+    u = np.random.default_rng(seed).uniform(-1.0, 1.0, size=(40, 2))
+    cert = simplex_certificate(graph, u)
+    assert (cert.radius > 0).mean() > 0.5  # the check is not vacuous
+    for point, label, radius in zip(u, cert.predicted, cert.radius, strict=True):
+        flipped = grid[labels != label]
+        nearest = np.linalg.norm(flipped - point, axis=1).min() if len(flipped) else np.inf
+        assert radius <= nearest, (point, radius, nearest)
