@@ -12,7 +12,6 @@ from rich.table import Table
 from rich.text import Text
 
 from audit_core.analysis import Analysis, SilentProgress
-from audit_core.findings import Status
 from audit_core.report_model import AnalysisRun, AuditReport
 
 _STATUS_STYLE = {
@@ -135,15 +134,9 @@ def summary_table(report: AuditReport) -> Table:
 def verdict_line(report: AuditReport) -> str:
     """``PASSED``/``FAILED`` against --fail-on, with the counts."""
     counts = report.counts()["status"]
-    failing = report.gate_failures()
     shown = ", ".join(f"{n} {s}" for s, n in counts.items() if n)
     if not report.analysed:
         return f"NOT ANALYSED: every analysis was skipped ({shown}); see the reasons above"
     if report.fail_on == "never":
         return f"Findings: {shown} (no gate: --fail-on never)"
-    verdict = "FAILED" if failing else "PASSED"
-    return f"{verdict} at --fail-on {report.fail_on}: {shown}"
-
-
-def failing(report: AuditReport) -> list[str]:
-    return [f.id for f in report.findings if f.status in (Status.FAIL, Status.ERROR)]
+    return f"{report.verdict_word} at --fail-on {report.fail_on}: {shown}"

@@ -68,12 +68,3 @@ def smallest_reaching(scales: np.ndarray, curve: np.ndarray, level: float) -> fl
     """Smallest grid value where ``curve >= level`` (``inf`` if never)."""
     hits = np.flatnonzero(np.nan_to_num(curve, nan=0.0) >= level)
     return float(scales[hits[0]]) if hits.size else float("inf")
-
-
-def quantile_or_inf(values: np.ndarray, q: float) -> float:
-    """``q``-quantile of values that may contain ``inf`` (``inf`` when it falls there)."""
-    if values.size == 0:
-        return float("nan")
-    ordered = np.sort(values)
-    position = int(np.ceil(q * len(ordered))) - 1
-    return float(ordered[max(position, 0)])

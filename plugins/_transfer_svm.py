@@ -23,8 +23,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.optimize import linprog
-from sklearn.svm import SVC
+
+# scipy.optimize and sklearn are imported where used: this module loads with every
+# `audit` command (plugins are imported to list them), most of which never fit an SVM.
 
 HOW_ALL = "all points of S[k, l] (hard-margin separable)"
 HOW_CORRECT = "the points the model classifies correctly (S[k, l] is not separable)"
@@ -78,6 +79,8 @@ def separable(x: np.ndarray, y_pm: np.ndarray) -> bool:
         return False
     n, d = x.shape
     a_ub = -y_pm[:, None] * np.hstack([x, np.ones((n, 1))])
+    from scipy.optimize import linprog
+
     result = linprog(
         np.zeros(d + 1),
         A_ub=a_ub,
@@ -93,6 +96,8 @@ def max_margin(
 ) -> MaxMargin:
     """Hard-margin SVM on ``x[subset]`` (sklearn ``SVC``, linear kernel, large ``C``)."""
     xs, ys = x[subset], y_pm[subset]
+    from sklearn.svm import SVC
+
     svm = SVC(kernel="linear", C=c, tol=1e-8, max_iter=-1).fit(xs, ys)
     alpha = np.zeros(len(subset))
     # dual_coef_ holds alpha_i y_i for the support vectors; classes_ = [-1, 1].
@@ -115,6 +120,8 @@ def separable_subset(
     if separable(x[keep], y_pm[keep]):
         return keep, HOW_CORRECT
     while len(np.unique(y_pm[keep])) == 2:
+        from sklearn.svm import SVC
+
         soft = SVC(kernel="linear", C=10.0).fit(x[keep], y_pm[keep])
         margins = y_pm[keep] * soft.decision_function(x[keep])
         counts = {label: int((y_pm[keep] == label).sum()) for label in (-1.0, 1.0)}
@@ -143,6 +150,7 @@ class Theorem5:
 
     @property
     def separates(self) -> bool:
+        """True when the separator ``h`` of Theorem 5 puts every point on its side."""
         return bool((self.margins > 0).all())
 
 

@@ -144,7 +144,6 @@ class ClassCurve:
 class Guarantee:
     """Theorem 5 evaluated on an affine audited model for one pair."""
 
-    svm: MaxMargin
     theorem: Theorem5
     positions: np.ndarray
     """Data positions of the checked points (correctly classified, in the SVM's set)."""
@@ -312,7 +311,7 @@ def _theorem5_on_model(
         moved = predict(ctx.model.graph, xs[local] + scale[:, None] * direction)
         flipped &= moved != labels
     w_norm = float(norm_of(svm.w, ctx.norm))
-    return Guarantee(svm, theorem, pair.positions[local], bound, bound * w_norm, labels, flipped)
+    return Guarantee(theorem, pair.positions[local], bound, bound * w_norm, labels, flipped)
 
 
 def _direction_curves(ctx: AuditContext, pair: PairResult, correct: np.ndarray) -> list[ClassCurve]:

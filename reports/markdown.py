@@ -57,7 +57,7 @@ def _verdict_line(report: AuditReport) -> str:
     if failures:
         return (
             f"## Robustness audit: ❌ FAILED (`--fail-on {report.fail_on}`): "
-            f"{failures} finding(s) at or above {report.fail_on} failed"
+            f"{failures} finding(s) failed at or above {report.fail_on}, or crashed"
         )
     return f"## Robustness audit: ✅ PASSED (`--fail-on {report.fail_on}`)"
 

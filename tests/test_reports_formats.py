@@ -282,7 +282,7 @@ def test_markdown_summary() -> None:
     text = render_markdown(report)
     first = text.splitlines()[0]
     assert first.startswith("## Robustness audit: ❌ FAILED (`--fail-on high`)")
-    assert "2 finding(s) at or above high failed" in first
+    assert "2 finding(s) failed at or above high, or crashed" in first
     assert "1 pass, 1 warn, 1 fail, 1 error, 1 skipped" in text
     assert "`0123456789ab`" in text and "12,345 parameters" in text
     rows = table_rows(text)
