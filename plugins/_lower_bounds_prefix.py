@@ -79,8 +79,7 @@ def build_prefixes(
     ``max_entries`` bounds the size of a composed dense matrix and ``max_search``
     the ``search_size`` of a ReLU chain; larger prefixes become ``carried``.
     """
-    prefixes = (_build(graph, k, max_entries) for k in prefix_nodes(graph))
-    return tuple(_limit_search(p, max_search) for p in prefixes)
+    return tuple(_build(graph, k, max_entries, max_search) for k in prefix_nodes(graph))
 
 
 def search_size(blocks: tuple[Block, ...]) -> int:
@@ -96,17 +95,16 @@ def search_size(blocks: tuple[Block, ...]) -> int:
     return neurons * min(first.shape)
 
 
-def _limit_search(prefix: Prefix, max_search: float) -> Prefix:
-    if prefix.kind != RELU or search_size(prefix.blocks) <= max_search:
-        return prefix
-    note = (
-        f"search size {search_size(prefix.blocks):,} neurons x dimensions is above "
-        f"max_search_size {max_search:,.0f}: collisions carried over, not searched"
-    )
-    return Prefix(prefix.node, prefix.name, CARRIED, note=note)
+def _chain_search_size(graph: LayerGraph, k: int) -> int:
+    """``search_size`` of the chain of nodes 1..k from the node shapes alone (before
+    composing it): one block per ReLU node, plus a trailing affine block."""
+    sizes = [int(np.prod(n.shape)) for n in graph.nodes[1 : k + 1]]
+    relus = [i for i, n in enumerate(graph.nodes[1 : k + 1]) if isinstance(n.layer, Relu)]
+    rows = [sizes[i] for i in relus] + ([sizes[-1]] if not relus or relus[-1] < k - 1 else [])
+    return sum(rows) * min(graph.input_size, rows[0])
 
 
-def _build(graph: LayerGraph, k: int, max_entries: int) -> Prefix:
+def _build(graph: LayerGraph, k: int, max_entries: int, max_search: float) -> Prefix:
     name = describe_prefix(graph, k)
     if k == 0:
         return Prefix(0, name, INPUT)
@@ -118,6 +116,13 @@ def _build(graph: LayerGraph, k: int, max_entries: int) -> Prefix:
     reason = _chain_obstacle(graph, k)
     if reason:
         return Prefix(k, name, CARRIED, note=reason)
+    size = _chain_search_size(graph, k)
+    if size > max_search:  # decided before composing: the matrices can be hundreds of MB
+        note = (
+            f"search size {size:,} neurons x dimensions is above max_search_size "
+            f"{max_search:,.0f}: collisions carried over, not searched"
+        )
+        return Prefix(k, name, CARRIED, note=note)
     return Prefix(k, name, RELU, _chain_blocks(graph, k))
 
 

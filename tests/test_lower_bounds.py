@@ -46,6 +46,7 @@ from audit_plugins._lower_bounds_prefix import (
     CARRIED,
     INPUT,
     RELU,
+    _chain_search_size,
     build_prefixes,
     row_space,
     search_size,
@@ -463,6 +464,8 @@ def test_relu_chains_above_the_search_limit_only_carry_collisions(small_net) -> 
     full = build_prefixes(graph, 10**8)
     sizes = [search_size(p.blocks) for p in full if p.kind == RELU]
     assert sizes == sorted(sizes) and sizes[0] == 10 * 6  # 10 neurons x rank 6
+    # decided from the node shapes before composing, with the same value
+    assert sizes == [_chain_search_size(graph, p.node) for p in full if p.kind == RELU]
     limited = build_prefixes(graph, 10**8, max_search=sizes[0])
     assert [p.kind for p in limited] == [INPUT, AFFINE, RELU, CARRIED, CARRIED]
     assert "max_search_size" in limited[-1].note
