@@ -68,7 +68,6 @@ from ._kkt_geometry import (
     robust_construction,
     signed_labels,
     smallest_universal_flip,
-    theorem31_constant,
 )
 
 __version__ = "0.1.0"
@@ -165,10 +164,11 @@ class KKTNonRobustness(Analysis):
         lam = np.zeros(len(x))
         lam[margin.mask] = kkt.lam
         _export(ctx, margin, universal, kkt, lam)
+        everything = data_conditions(x, y)  # one m x m Gram matrix for both theorems
         yield _universal_finding(ctx, x, y, margin, universal)
-        yield _theorem41_finding(ctx, net, x, y, margin, universal, kkt)
+        yield _theorem41_finding(ctx, net, x, y, margin, universal, kkt, everything)
         yield _margin_finding(ctx, margin)
-        yield _theorem31_finding(ctx, net, x, y, margin, universal)
+        yield _theorem31_finding(ctx, net, x, y, margin, universal, everything)
         ctx.progress.advance()
 
 
@@ -340,10 +340,10 @@ def _theorem41_finding(
     margin: MarginSet,
     universal: _Universal,
     kkt: KKTFit,
+    everything: DataConditions,
 ) -> Finding:
     config: KKTConfig = ctx.config
     on_margin = data_conditions(x[margin.mask], y[margin.mask])
-    everything = data_conditions(x, y)
     misclassified = int(np.sum(margin.margins <= 0))
     assumptions = _theorem41_assumptions(config, net, kkt, on_margin, everything, misclassified)
     kkt_ok = kkt.residual <= config.kkt_tol
@@ -557,16 +557,17 @@ def _theorem31_finding(
     y: np.ndarray,
     margin: MarginSet,
     universal: _Universal,
+    everything: DataConditions,
 ) -> Finding:
     config: KKTConfig = ctx.config
     m, d = x.shape
-    constant = theorem31_constant(x)
-    deviation = float(np.max(np.abs(np.linalg.norm(x, axis=1) / np.sqrt(d) - 1.0)))
+    constant = everything.max_inner / d  # Theorem 3.1's c = max_{i != j} |<x_i, x_j>| / d
+    deviation = everything.norm_deviation
     radius = (1 - constant) / 4 * np.sqrt(d)
     holds = constant < 1 and deviation <= config.norm_rtol
     width = net.W.shape[0]
     c = universal.flip.c
-    robust_c = _robust_c_along_z(x, y, margin, universal) if constant < 1 else np.inf
+    robust_c = _robust_c_along_z(x, y, margin, universal, constant) if constant < 1 else np.inf
     if holds:
         summary = (
             f"Theorem 3.1 holds on the audit data: a depth-2 ReLU net of width {m} labels "
@@ -626,10 +627,10 @@ def _theorem31_finding(
 
 
 def _robust_c_along_z(
-    x: np.ndarray, y: np.ndarray, margin: MarginSet, universal: _Universal
+    x: np.ndarray, y: np.ndarray, margin: MarginSet, universal: _Universal, constant: float
 ) -> float:
     """The exact universal ``c`` along the same ``z`` for Theorem 3.1's robust network."""
-    robust = robust_construction(x, y)
+    robust = robust_construction(x, y, c=constant)
     robust_net = Depth2Net(robust.W, robust.b, robust.v[None, :], np.zeros(1), np.ones(1))
     inside = margin.mask
     starts, ends = negative_intervals(line_pieces(robust_net, x[inside], y[inside], universal.u))
