@@ -136,9 +136,11 @@ def test_chunking_does_not_change_the_result() -> None:
     x = _inputs(graph, 5, seed=6)
     whole = linearize(graph, x, keep_region=True)
     chunked = linearize(graph, x, keep_region=True, memory_budget=1)
-    np.testing.assert_array_equal(whole.C, chunked.C)
-    np.testing.assert_array_equal(whole.P, chunked.P)
-    np.testing.assert_array_equal(whole.face_distance, chunked.face_distance)
+    # Batched BLAS/conv kernels may sum in another order for another batch size: the
+    # last digits can differ between chunkings on some CPUs, the values not.
+    np.testing.assert_allclose(whole.C, chunked.C, rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(whole.P, chunked.P, rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(whole.face_distance, chunked.face_distance, rtol=1e-10)
 
 
 def test_linear_model_decision_distances_are_exact() -> None:
