@@ -38,7 +38,7 @@ import torch
 
 from audit_core.errors import NotApplicable
 from audit_core.graph import LayerGraph
-from audit_core.layers import LayerKind, LeakyRelu, MaxPool, Relu, _pad_spatial
+from audit_core.layers import LayerKind
 
 Tensor = torch.Tensor
 DEFAULT_MEMORY_BUDGET = 768 * 2**20  # bytes of tangent storage per chunk of samples
@@ -200,14 +200,39 @@ def _step(layer, inputs: tuple[int, ...], index: int, state: _Chunk):
                 state.cache["tangent", index] = tangent
             return layer.forward(*values), state.cache["tangent", index], None
         return layer.forward(*values), layer.linear(*(state.per_sample(i) for i in inputs)), None
-    if isinstance(layer, Relu | LeakyRelu):
-        shared = inputs[0] in state.shared
-        in_place = _exclusive(state, inputs[0], index)
-        grads = state.grads(inputs[0])
-        return _relu_step(layer, values[0], grads, index, state, shared, in_place)
-    if isinstance(layer, MaxPool):
-        return _maxpool_step(layer, values[0], state.per_sample(inputs[0]), index, state)
+    if layer.kind is LayerKind.PIECEWISE_LINEAR:
+        (source,) = inputs
+        local = layer.linearize(values[0], _Tangents(state, source, index))
+        for face in local.faces:
+            _add_rows(state, index, face.grads, face.offsets, face.sign, face.shared)
+        tangent = local.tangent()
+        return local.value, tangent.reshape(-1, *tangent.shape[2:]), local.pattern
     raise NotApplicable(f"no linearisation rule for {layer.op}")
+
+
+@dataclass
+class _Tangents:
+    """The ``Tangents`` a piecewise-linear layer's ``linearize`` reads (see layers.base)."""
+
+    state: _Chunk
+    source: int
+    reader: int
+
+    @property
+    def grads(self) -> Tensor:
+        return self.state.grads(self.source)
+
+    @property
+    def per_sample(self) -> Tensor:
+        return self.state.per_sample(self.source)
+
+    @property
+    def writable(self) -> bool:
+        return _exclusive(self.state, self.source, self.reader)
+
+    @property
+    def shared(self) -> bool:
+        return self.source in self.state.shared
 
 
 def _exclusive(state: _Chunk, index: int, reader: int) -> bool:
@@ -220,64 +245,6 @@ def _exclusive(state: _Chunk, index: int, reader: int) -> bool:
     others = [t for i, t in state.tangents.items() if i != index]
     others += [t for t in state.cache.values() if isinstance(t, Tensor)]
     return all(t.untyped_storage().data_ptr() != storage for t in others)
-
-
-def _relu_step(
-    layer, z: Tensor, grads: Tensor, index: int, state: _Chunk, shared: bool, in_place: bool
-):
-    """``grads`` is ``(n, dim, m)``, or ``(1, dim, m)`` for a shared Jacobian; with
-    ``in_place`` (no later reader) it is masked in place instead of copied."""
-    n, dim = state.n, state.dim
-    active = z >= 0
-    slope = active.to(z.dtype)
-    if isinstance(layer, LeakyRelu):
-        slope = torch.where(active, 1.0, layer.alpha).to(z.dtype)
-    sign = torch.where(active, 1.0, -1.0).to(z.dtype).reshape(n, -1)
-    _add_rows(state, index, grads, sign * z.reshape(n, -1), sign, shared)
-    mask = slope.reshape(n, 1, -1)
-    out_tangent = grads.mul_(mask) if in_place else grads * mask
-    out_tangent = out_tangent.reshape(n * dim, *z.shape[1:])
-    return layer.forward(z), out_tangent, active.numpy().copy()
-
-
-def _maxpool_step(layer: MaxPool, z: Tensor, tangent: Tensor, index: int, state: _Chunk):
-    n, dim = state.n, state.dim
-    out, winners = layer.forward_with_indices(z)
-    channels = z.shape[1]
-    padded_t = _pad_spatial(tangent, layer.pads, 0.0).reshape(n, dim, channels, -1)
-    flat_winners = winners.reshape(n, 1, channels, -1)
-    gathered = padded_t.gather(3, flat_winners.expand(n, dim, channels, flat_winners.shape[-1]))
-    out_tangent = gathered.reshape(n * dim, *out.shape[1:])
-    window_values = _windows(layer, _pad_spatial(z, layer.pads, float("-inf")), out.shape)
-    window_grads = _windows(layer, _pad_spatial(tangent, layer.pads, 0.0), out.shape)
-    k = window_values.shape[-1]
-    margin = (out.reshape(n, -1, 1) - window_values.reshape(n, -1, k)).reshape(n, -1)
-    grads = gathered.reshape(n, dim, -1, 1) - window_grads.reshape(n, dim, -1, k)
-    grads = grads.reshape(n, dim, -1)
-    padded = ~torch.isfinite(margin)
-    margin = torch.where(padded, 0.0, margin)
-    grads = grads.masked_fill(padded[:, None, :], 0.0)
-    _add_rows(state, index, grads, margin, None, False)
-    return out, out_tangent, winners.numpy().copy()
-
-
-def _windows(layer: MaxPool, padded: Tensor, out_shape: torch.Size) -> Tensor:
-    """``(B, C, *out_spatial, K)``: the K elements of every pooling window."""
-    spatial = len(layer.kernel)
-    extra = []
-    for axis in range(spatial):
-        size = padded.shape[2 + axis]
-        span = (out_shape[2 + axis] - 1) * layer.strides[axis]
-        span += (layer.kernel[axis] - 1) * layer.dilations[axis] + 1
-        extra.append(max(0, span - size))
-    if any(extra):
-        padded = _pad_spatial(padded, (0,) * spatial + tuple(extra), float("-inf"))
-    for axis in range(spatial):
-        dil, ker = layer.dilations[axis], layer.kernel[axis]
-        padded = padded.unfold(2 + axis, (ker - 1) * dil + 1, layer.strides[axis])
-        padded = padded[..., ::dil]
-    head = padded.shape[: 2 + spatial]
-    return padded.reshape(*head, -1)
 
 
 def _add_rows(

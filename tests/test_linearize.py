@@ -50,6 +50,40 @@ def _padded_maxpool_cnn(tmp_path):
     return tmp_path / "maxpool.onnx"
 
 
+def _hardsigmoid_mlp(tmp_path):
+    weights, biases = random_mlp([6, 12, 9, 4], seed=4)
+    return mlp_onnx(tmp_path / "hs.onnx", weights, biases, activation="HardSigmoid")
+
+
+def _prelu_clip_cnn(tmp_path):
+    """Conv -> PRelu (per channel, one negative slope) -> Clip (ReLU6-like) -> Gemm."""
+    rng = np.random.default_rng(6)
+    inits = [
+        numpy_helper.from_array(rng.normal(size=(3, 1, 3, 3)).astype(np.float32), "W"),
+        numpy_helper.from_array(np.array([[[0.2]], [[-0.4]], [[0.0]]], np.float32), "S"),
+        numpy_helper.from_array(np.float32(-0.5), "lo"),
+        numpy_helper.from_array(np.float32(1.5), "hi"),
+        numpy_helper.from_array(rng.normal(size=(4, 3 * 6 * 6)).astype(np.float32) * 0.2, "G"),
+    ]
+    nodes = [
+        helper.make_node("Conv", ["x", "W"], ["c"]),
+        helper.make_node("PRelu", ["c", "S"], ["p"]),
+        helper.make_node("Clip", ["p", "lo", "hi"], ["r"]),
+        helper.make_node("Flatten", ["r"], ["f"]),
+        helper.make_node("Gemm", ["f", "G"], ["logits"], transB=1),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "cnn",
+        [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["batch", 1, 8, 8])],
+        [helper.make_tensor_value_info("logits", onnx.TensorProto.FLOAT, ["batch", 4])],
+        initializer=inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    onnx.save(model, tmp_path / "prelu_clip.onnx")
+    return tmp_path / "prelu_clip.onnx"
+
+
 MODELS = {
     "zoo-mlp3": lambda tmp: zoo.model_path("digits_mlp3"),
     "zoo-cnn-maxpool": lambda tmp: zoo.model_path("digits_cnn"),
@@ -61,6 +95,8 @@ MODELS = {
     "corpus-acasxu": lambda tmp: corpus("acasxu/ACASXU_run2a_1_1_batch_2000.onnx"),
     "leaky-relu": _leaky_mlp,
     "maxpool-pads-dilation": _padded_maxpool_cnn,
+    "hardsigmoid-two-kinks": _hardsigmoid_mlp,
+    "prelu-clip-cnn": _prelu_clip_cnn,
 }
 
 

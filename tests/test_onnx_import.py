@@ -453,18 +453,57 @@ def _mlp(activation: onnx.NodeProto, g: np.random.Generator, outputs: int = 3):
         ("Relu", {}, True),
         ("LeakyRelu", {"alpha": 0.2}, True),
         ("LeakyRelu", {}, True),
+        ("HardSigmoid", {}, True),
+        ("HardSigmoid", {"alpha": -0.3, "beta": 0.6}, True),
+        ("Clip", {}, True),
         ("Sigmoid", {}, False),
         ("Tanh", {}, False),
     ],
 )
 def test_activation_inside_the_graph(tmp_path, op, attrs, piecewise_linear):
-    nodes, inits = _mlp(mk(op, ["h"], ["a"], **attrs), rng(12))
+    node = mk(op, ["h", "lo", "hi"] if op == "Clip" else ["h"], ["a"], **attrs)
+    nodes, inits = _mlp(node, rng(12))
+    if op == "Clip":  # ReLU6 as torch exports it (opset >= 11: bounds are inputs)
+        inits += [init("lo", np.float32(0.0)), init("hi", np.float32(0.6))]
     loaded = check(tmp_path, nodes, [1, 5], inits, low=-3.0, high=3.0)
     assert layer_ops(loaded) == ["Input", "Dense", op, "Dense"]
     assert loaded.graph.output_activation is None
     assert loaded.graph.is_piecewise_linear is piecewise_linear
     if op == "LeakyRelu":
         assert only_layer(loaded, LeakyRelu).alpha == pytest.approx(attrs.get("alpha", 0.01))
+
+
+@pytest.mark.parametrize(
+    ("slope_shape", "input_shape"),
+    [((1,), [1, 8]), ((8,), [1, 8]), ((3, 1, 1), [1, 3, 4, 4]), ((1, 3, 4, 4), [1, 3, 4, 4])],
+)
+def test_prelu(tmp_path, slope_shape, input_shape):
+    slope = weights(rng(3), *slope_shape, low=-0.5, high=0.9)
+    node = mk("PRelu", ["x", "s"], ["y"])
+    loaded = check(tmp_path, [node], input_shape, [init("s", slope)])
+    assert layer_ops(loaded) == ["Input", "PRelu"]
+    assert loaded.graph.is_piecewise_linear
+
+
+@pytest.mark.parametrize(
+    ("opset", "bounds"),
+    [(9, {"min": -0.5, "max": 0.5}), (9, {"max": 0.25}), (13, (-0.5, 0.5)), (13, (None, 0.3))],
+)
+def test_clip_forms(tmp_path, opset, bounds):
+    inits = []
+    if isinstance(bounds, dict):
+        node = mk("Clip", ["x"], ["y"], **bounds)
+    else:
+        names = ["x", "" if bounds[0] is None else "lo", "" if bounds[1] is None else "hi"]
+        inits = [init(n, np.float32(v)) for n, v in zip(names[1:], bounds, strict=True) if n]
+        node = mk("Clip", names, ["y"])
+    loaded = check(tmp_path, [node], [1, 6], inits, opset=opset)
+    assert layer_ops(loaded) == ["Input", "Clip"]
+
+
+def test_clip_without_bounds_is_the_identity(tmp_path):
+    loaded = check(tmp_path, [mk("Clip", ["x"], ["y"])], [1, 6], opset=13)
+    assert layer_ops(loaded) == ["Input"]
 
 
 @pytest.mark.parametrize(

@@ -10,10 +10,8 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-import numpy as np
-
 from audit_core.graph import Node
-from audit_core.layers import Conv, Dense, ElementwiseAffine, Layer, frozen_array
+from audit_core.layers import ElementwiseAffine, Layer
 
 
 def prune(nodes: list[Node], output: int) -> list[Node]:
@@ -82,47 +80,11 @@ def _renumber(index: int, first: int, second: int) -> int:
 
 
 def _fold(producer: Node, affine_node: Node) -> Layer | None:
-    """The single layer equal to ``affine_node.layer`` after ``producer.layer``, or None."""
+    """The single layer equal to ``affine_node.layer`` after ``producer.layer``, or None
+    (the producer's own ``fold`` rule decides; layers without one never fold)."""
     affine = affine_node.layer
     assert isinstance(affine, ElementwiseAffine)
-    layer = producer.layer
-    shape = affine_node.shape
-    if shape != producer.shape:
+    fold = getattr(producer.layer, "fold", None)
+    if fold is None or affine_node.shape != producer.shape:
         return None
-    if isinstance(layer, ElementwiseAffine):
-        return ElementwiseAffine(
-            scale=frozen_array(layer.scale * affine.scale),
-            shift=frozen_array(layer.shift * affine.scale + affine.shift),
-        )
-    if isinstance(layer, Dense):
-        return _fold_into(layer, affine, shape, channel_axis=len(shape) - 1)
-    if isinstance(layer, Conv):
-        return _fold_into(layer, affine, shape, channel_axis=0)
-    return None
-
-
-def _fold_into(
-    layer: Dense | Conv, affine: ElementwiseAffine, shape: tuple[int, ...], channel_axis: int
-) -> Dense | Conv | None:
-    scale = _per_channel(affine.scale, shape, channel_axis)
-    shift = _per_channel(affine.shift, shape, channel_axis)
-    if scale is None or shift is None:
-        return None
-    weight_shape = (-1,) + (1,) * (layer.weight.ndim - 1)
-    bias = np.zeros(len(scale)) if layer.bias is None else layer.bias
-    return replace(
-        layer,
-        weight=frozen_array(layer.weight * scale.reshape(weight_shape)),
-        bias=frozen_array(bias * scale + shift),
-    )
-
-
-def _per_channel(
-    values: np.ndarray, shape: tuple[int, ...], channel_axis: int
-) -> np.ndarray | None:
-    """``values`` broadcast to ``shape`` as one number per channel, or None if it varies."""
-    full = np.broadcast_to(values, shape)
-    moved = np.moveaxis(full, channel_axis, 0).reshape(shape[channel_axis], -1)
-    if not np.all(moved == moved[:, :1]):
-        return None
-    return moved[:, 0].copy()
+    return fold(affine, affine_node.shape)

@@ -20,7 +20,6 @@ from onnx.reference import ReferenceEvaluator
 from audit_core.errors import ModelLoadError
 from audit_core.graph import LayerGraph, Node
 from audit_core.layers import Sigmoid, Softmax
-from audit_core.onnx_import import ops_activation, ops_conv, ops_linear, ops_shape  # noqa: F401
 from audit_core.onnx_import.builder import GraphBuilder
 from audit_core.onnx_import.fusion import fuse_affine, prune
 from audit_core.onnx_import.registry import (

@@ -1,12 +1,16 @@
 """Converter registry keyed by (domain, op_type, opset range).
 
-Each op family lives in its own module and registers its converters with
-``@converter``. A converter receives the ONNX node (``OnnxNode``) and the
-``GraphBuilder`` and returns one ``Value`` per node output it defines.
+Each op family lives in its own module of ``audit_core.onnx_import.ops`` and registers
+its converters with ``@converter``; ``load_converters`` imports every such module once.
+A converter receives the ONNX node (``OnnxNode``) and the ``GraphBuilder`` and returns
+one ``Value`` per node output it defines. Two converters for the same op whose opset
+ranges overlap are an error at registration.
 """
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -87,16 +91,45 @@ def converter(
 ) -> Callable[[Converter], Converter]:
     """Register ``function`` for ``op_types`` in ``domain`` for opsets ``since..until``."""
 
+    since, until = opsets
+    if since > until:
+        raise ValueError(f"opset range {opsets} is empty")
+
     def register(function: Converter) -> Converter:
         for op_type in op_types:
-            _REGISTRY.setdefault((domain, op_type), []).append(_Entry(*opsets, function))
+            entries = _REGISTRY.setdefault((domain, op_type), [])
+            for entry in entries:
+                if entry.since <= until and since <= entry.until and entry.function is not function:
+                    raise ValueError(
+                        f"two converters for {domain or 'ai.onnx'}::{op_type} at opsets "
+                        f"{max(since, entry.since)}-{min(until, entry.until)}: "
+                        f"{entry.function.__module__}.{entry.function.__name__} and "
+                        f"{function.__module__}.{function.__name__}"
+                    )
+            if not any(e.function is function for e in entries):
+                entries.append(_Entry(since, until, function))
         return function
 
     return register
 
 
+_LOADED: list[bool] = []
+
+
+def load_converters() -> None:
+    """Import every op-family module of ``audit_core.onnx_import.ops`` (once)."""
+    if _LOADED:
+        return
+    from audit_core.onnx_import import ops
+
+    for module in pkgutil.iter_modules(ops.__path__):
+        importlib.import_module(f"{ops.__name__}.{module.name}")
+    _LOADED.append(True)
+
+
 def find_converter(domain: str, op_type: str, opset: int) -> Converter | None:
     """The converter for this op at this opset, or None."""
+    load_converters()
     domain = "" if domain == "ai.onnx" else domain
     for entry in _REGISTRY.get((domain, op_type), []):
         if entry.since <= opset <= entry.until:
@@ -106,4 +139,5 @@ def find_converter(domain: str, op_type: str, opset: int) -> Converter | None:
 
 def supported_ops() -> list[str]:
     """Sorted op types with at least one converter (for docs and error messages)."""
+    load_converters()
     return sorted({op for (_, op) in _REGISTRY})
