@@ -1,0 +1,168 @@
+"""Certify the classification of each sample over an input set: lower bounds on every
+margin ``logit_label - logit_j`` by bound propagation, against the deployed runtime's
+logit slack.
+
+A sample is certified at eps when every margin's lower bound over the set exceeds
+``2 tau S``: tau is the relative logit deviation allowed between onnxruntime (float32)
+and the float64 graph (the fidelity tolerance) and S bounds ``max(1, |logit|)`` over the
+set (from the same bound propagation). The set is inflated by the float32 rounding of
+the input (``2^-23 (||x0|| + eps)``) and a float64 margin (``1e-9 eps + 1e-10``): the
+same safety margin as the simplex certificate (``audit_plugins`` certificates math).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from audit_core.bounds.input_set import InputSet
+from audit_core.bounds.propagation import BoundPropagation, Relaxations
+from audit_core.layers import Bounds, ElementwisePiecewiseLinear
+
+Tensor = torch.Tensor
+INPUT_ROUNDING = 2.0**-23
+"""Twice the float32 unit roundoff: the deployed model sees ``fl32(x)``."""
+RELATIVE_MARGIN = 1e-9
+ABSOLUTE_MARGIN = 1e-10
+
+
+def inflated(eps: Tensor, center_norm: Tensor) -> Tensor:
+    """The radius whose set covers every float32-rounded point within ``eps``."""
+    return eps * (1 + RELATIVE_MARGIN) + INPUT_ROUNDING * (center_norm + eps) + ABSOLUTE_MARGIN
+
+
+def margin_specs(num_outputs: int, labels: Tensor) -> Tensor:
+    """``(B, S, K)``: the margins to keep positive. K >= 2: ``e_label - e_j`` for every
+    ``j != label`` (S = K - 1); one logit (binary, class 1 where it is > 0): ``+logit``
+    for label 1 and ``-logit`` for label 0."""
+    labels = labels.long()
+    batch = len(labels)
+    if num_outputs == 1:
+        return (2.0 * labels.double() - 1.0).reshape(batch, 1, 1)
+    eye = torch.eye(num_outputs, dtype=torch.float64)
+    specs = eye[labels][:, None, :] - eye[None, :, :]  # (B, K, K): row j = e_y - e_j
+    keep = torch.ones((batch, num_outputs), dtype=torch.bool)
+    keep[torch.arange(batch), labels] = False
+    return specs[keep].reshape(batch, num_outputs - 1, num_outputs)
+
+
+@dataclass(frozen=True)
+class MarginBounds:
+    """Per row: margin lower bounds ``(B, S)``, the logit slack ``(B,)``, and whether every
+    margin clears it."""
+
+    lower: Tensor
+    slack: Tensor
+
+    @property
+    def certified(self) -> Tensor:
+        return (self.lower > self.slack[:, None]).all(dim=1)
+
+    @property
+    def worst(self) -> Tensor:
+        """The smallest margin lower bound minus the slack (> 0: certified)."""
+        return self.lower.min(dim=1).values - self.slack
+
+
+class Verifier:
+    """Margin bounds of one graph by CROWN, optionally with optimised slopes."""
+
+    def __init__(self, propagation: BoundPropagation, tolerance: float) -> None:
+        self.bp = propagation
+        self.tolerance = tolerance
+        self.output = len(propagation.nodes) - 1
+        self.num_outputs = int(torch.tensor(propagation.shapes[-1]).prod())
+
+    def specs(self, labels: Tensor) -> Tensor:
+        """Margin specs followed by ``+e_k`` and ``-e_k`` for every logit (for the slack)."""
+        margins = margin_specs(self.num_outputs, labels)
+        eye = torch.eye(self.num_outputs, dtype=torch.float64)
+        logits = torch.cat([eye, -eye]).expand(len(labels), -1, -1)
+        specs = torch.cat([margins, logits], dim=1)
+        return specs.reshape(len(labels), specs.shape[1], *self.bp.shapes[-1])
+
+    def margins(
+        self,
+        inputs: InputSet,
+        labels: Tensor,
+        bounds: dict[int, Bounds] | None = None,
+        slopes: dict[int, Tensor] | None = None,
+    ) -> MarginBounds:
+        """CROWN margin bounds over ``inputs`` (intermediate bounds computed if not given)."""
+        if bounds is None:
+            bounds = self.bp.intermediate(inputs)
+        specs = self.specs(labels)
+        lower = self.bp.lower_bound(self.output, specs, inputs, bounds, Relaxations(slopes or {}))
+        return self._split(lower, len(specs[0]))
+
+    def _split(self, lower: Tensor, total: int) -> MarginBounds:
+        count = total - 2 * self.num_outputs
+        logit_low = lower[:, count : count + self.num_outputs]
+        logit_high = -lower[:, count + self.num_outputs :]
+        scale = torch.maximum(logit_low.abs(), logit_high.abs()).amax(dim=1).clamp_min(1.0)
+        return MarginBounds(lower[:, :count], 2.0 * self.tolerance * scale)
+
+    def optimized_margins(
+        self,
+        inputs: InputSet,
+        labels: Tensor,
+        bounds: dict[int, Bounds],
+        iterations: int,
+        learning_rate: float = 0.1,
+    ) -> MarginBounds:
+        """alpha-CROWN: margin bounds maximised over the lower slopes of every unstable
+        neuron (one slope per margin and neuron, projected gradient ascent with Adam);
+        each iterate is a valid bound, the best one per margin is kept."""
+        specs = self.specs(labels)
+        ranges, alphas = self._initial_alphas(bounds, specs.shape[1])
+        best = self.bp.lower_bound(
+            self.output, specs, inputs, bounds, Relaxations(_slopes(ranges, alphas))
+        ).detach()
+        if not alphas or iterations <= 0:
+            return self._split(best, specs.shape[1])
+        optimizer = torch.optim.Adam(list(alphas.values()), lr=learning_rate)
+        for _ in range(iterations):
+            lower = self.bp.lower_bound(
+                self.output, specs, inputs, bounds, Relaxations(_slopes(ranges, alphas))
+            )
+            best = torch.maximum(best, lower.detach())
+            optimizer.zero_grad()
+            (-lower.sum()).backward()
+            optimizer.step()
+            with torch.no_grad():
+                for alpha in alphas.values():
+                    alpha.clamp_(0.0, 1.0)
+        with torch.no_grad():
+            final = self.bp.lower_bound(
+                self.output, specs, inputs, bounds, Relaxations(_slopes(ranges, alphas))
+            )
+        return self._split(torch.maximum(best, final), specs.shape[1])
+
+    def _initial_alphas(
+        self, bounds: dict[int, Bounds], count: int
+    ) -> tuple[dict[int, tuple[Tensor, Tensor]], dict[int, Tensor]]:
+        """Per elementwise piecewise-linear node: its slope range and alphas ``(B, S, *shape)``
+        starting at CROWN's default slope."""
+        ranges, alphas = {}, {}
+        for index in self.bp.relaxed:
+            layer = self.bp.nodes[index].layer
+            if not isinstance(layer, ElementwisePiecewiseLinear):
+                continue
+            low, high = bounds[self.bp.nodes[index].inputs[0]]
+            smallest, largest = layer.slope_range(low, high)
+            span = largest - smallest
+            start = layer.default_lower_slope(low, high)
+            alpha = torch.where(
+                span > 0, (start - smallest) / torch.where(span > 0, span, 1.0), 0.0
+            )
+            ranges[index] = (smallest.unsqueeze(1), span.unsqueeze(1))
+            shape = (alpha.shape[0], count, *alpha.shape[1:])
+            alphas[index] = alpha.unsqueeze(1).expand(shape).clone().requires_grad_(True)
+        return ranges, alphas
+
+
+def _slopes(
+    ranges: dict[int, tuple[Tensor, Tensor]], alphas: dict[int, Tensor]
+) -> dict[int, Tensor]:
+    return {i: ranges[i][0] + alphas[i] * ranges[i][1] for i in alphas}
