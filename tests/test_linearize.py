@@ -3,86 +3,15 @@
 from __future__ import annotations
 
 import numpy as np
-import onnx
 import pytest
 import torch
-from onnx import helper, numpy_helper
+from graphs import hardsigmoid_mlp, leaky_mlp, padded_maxpool_cnn, prelu_clip_cnn
 
 import audit_model_zoo as zoo
 from audit_core.errors import NotApplicable
 from audit_core.linearize import decision_distances, linearize
 from audit_core.onnx_import import load_onnx
-from audit_core.testing import mlp_onnx, random_mlp
 from helpers import corpus
-
-
-def _leaky_mlp(tmp_path):
-    weights, biases = random_mlp([6, 12, 9, 4], seed=3)
-    return mlp_onnx(tmp_path / "leaky.onnx", weights, biases, activation="LeakyRelu")
-
-
-def _padded_maxpool_cnn(tmp_path):
-    """Conv -> Relu -> MaxPool (pads, stride 1, dilation 2) -> Flatten -> Gemm."""
-    rng = np.random.default_rng(5)
-    inits = [
-        numpy_helper.from_array(rng.normal(size=(3, 1, 3, 3)).astype(np.float32), "W"),
-        numpy_helper.from_array(rng.normal(size=3).astype(np.float32), "B"),
-        numpy_helper.from_array(rng.normal(size=(4, 3 * 6 * 6)).astype(np.float32) * 0.2, "G"),
-    ]
-    nodes = [
-        helper.make_node("Conv", ["x", "W", "B"], ["c"], pads=[1, 1, 1, 1]),
-        helper.make_node("Relu", ["c"], ["r"]),
-        helper.make_node(
-            "MaxPool", ["r"], ["p"], kernel_shape=[3, 3], pads=[1, 1, 1, 1], dilations=[2, 2]
-        ),
-        helper.make_node("Flatten", ["p"], ["f"]),
-        helper.make_node("Gemm", ["f", "G"], ["logits"], transB=1),
-    ]
-    graph = helper.make_graph(
-        nodes,
-        "cnn",
-        [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["batch", 1, 8, 8])],
-        [helper.make_tensor_value_info("logits", onnx.TensorProto.FLOAT, ["batch", 4])],
-        initializer=inits,
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    onnx.save(model, tmp_path / "maxpool.onnx")
-    return tmp_path / "maxpool.onnx"
-
-
-def _hardsigmoid_mlp(tmp_path):
-    weights, biases = random_mlp([6, 12, 9, 4], seed=4)
-    return mlp_onnx(tmp_path / "hs.onnx", weights, biases, activation="HardSigmoid")
-
-
-def _prelu_clip_cnn(tmp_path):
-    """Conv -> PRelu (per channel, one negative slope) -> Clip (ReLU6-like) -> Gemm."""
-    rng = np.random.default_rng(6)
-    inits = [
-        numpy_helper.from_array(rng.normal(size=(3, 1, 3, 3)).astype(np.float32), "W"),
-        numpy_helper.from_array(np.array([[[0.2]], [[-0.4]], [[0.0]]], np.float32), "S"),
-        numpy_helper.from_array(np.float32(-0.5), "lo"),
-        numpy_helper.from_array(np.float32(1.5), "hi"),
-        numpy_helper.from_array(rng.normal(size=(4, 3 * 6 * 6)).astype(np.float32) * 0.2, "G"),
-    ]
-    nodes = [
-        helper.make_node("Conv", ["x", "W"], ["c"]),
-        helper.make_node("PRelu", ["c", "S"], ["p"]),
-        helper.make_node("Clip", ["p", "lo", "hi"], ["r"]),
-        helper.make_node("Flatten", ["r"], ["f"]),
-        helper.make_node("Gemm", ["f", "G"], ["logits"], transB=1),
-    ]
-    graph = helper.make_graph(
-        nodes,
-        "cnn",
-        [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["batch", 1, 8, 8])],
-        [helper.make_tensor_value_info("logits", onnx.TensorProto.FLOAT, ["batch", 4])],
-        initializer=inits,
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    onnx.save(model, tmp_path / "prelu_clip.onnx")
-    return tmp_path / "prelu_clip.onnx"
-
 
 MODELS = {
     "zoo-mlp3": lambda tmp: zoo.model_path("digits_mlp3"),
@@ -93,10 +22,10 @@ MODELS = {
     "corpus-convnet-avgpool": lambda tmp: corpus("verivital/Convnet_avgpool.onnx"),
     "corpus-convnet-maxpool": lambda tmp: corpus("verivital/Convnet_maxpool.onnx"),
     "corpus-acasxu": lambda tmp: corpus("acasxu/ACASXU_run2a_1_1_batch_2000.onnx"),
-    "leaky-relu": _leaky_mlp,
-    "maxpool-pads-dilation": _padded_maxpool_cnn,
-    "hardsigmoid-two-kinks": _hardsigmoid_mlp,
-    "prelu-clip-cnn": _prelu_clip_cnn,
+    "leaky-relu": leaky_mlp,
+    "maxpool-pads-dilation": padded_maxpool_cnn,
+    "hardsigmoid-two-kinks": hardsigmoid_mlp,
+    "prelu-clip-cnn": prelu_clip_cnn,
 }
 
 
@@ -154,7 +83,7 @@ def test_the_model_is_affine_inside_the_region(graph) -> None:
 
 def test_nearest_face_is_tight(tmp_path) -> None:
     """Crossing the nearest face (slightly beyond the face distance) changes the pattern."""
-    graph = load_onnx(_leaky_mlp(tmp_path)).graph
+    graph = load_onnx(leaky_mlp(tmp_path)).graph
     x = _inputs(graph, 4, seed=4)
     lin = linearize(graph, x, keep_region=True)
     for n in range(len(x)):

@@ -129,7 +129,7 @@ def _l2_minimum(
     solves one quadratic on the right segment. The search runs in float32 (it only
     picks mu); the bound ``g(mu)`` is evaluated in float64.
     """
-    low, high = (lower - center)[:, None, :], (upper - center)[:, None, :]
+    low, high = _step_bounds(center, eps, lower, upper)
     room = torch.where(a < 0, high, -low).clamp_min(0.0)
     mu = _optimal_mu(a.detach(), room, eps).to(a.dtype)
     value, delta = _dual_value(a, center, eps, lower, upper, mu, with_step=True)
@@ -138,6 +138,17 @@ def _l2_minimum(
     length = delta.norm(dim=-1, keepdim=True)
     inside = delta * torch.clamp(eps[:, None, None] / length.clamp_min(1e-300), max=1.0)
     return value, center[:, None, :] + inside
+
+
+def _step_bounds(
+    center: Tensor, eps: Tensor, lower: Tensor, upper: Tensor
+) -> tuple[Tensor, Tensor]:
+    """Bounds on each coordinate of the step ``delta = x - x0``, ``(B, 1, D)``: the input
+    bounds, and ``|delta_i| <= eps`` (implied by the ball; keeps infinite bounds finite)."""
+    radius = eps[:, None]
+    low = torch.maximum(lower - center, -radius)
+    high = torch.minimum(upper - center, radius)
+    return low[:, None, :], high[:, None, :]
 
 
 def _dual_value(
@@ -151,7 +162,7 @@ def _dual_value(
 ):
     """``a . x0 + g(mu)``: a lower bound of ``min a . x`` for any ``mu >= 0`` ``(B, S)``
     (and the inner minimiser ``delta(mu)`` with ``with_step``)."""
-    low, high = (lower - center)[:, None, :], (upper - center)[:, None, :]
+    low, high = _step_bounds(center, eps, lower, upper)
     positive = mu > 0
     scale = torch.where(positive, 0.5 / torch.where(positive, mu, 1.0), 0.0)[..., None]
     delta = torch.clamp(-a * scale, min=low, max=high)

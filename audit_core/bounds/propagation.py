@@ -33,6 +33,10 @@ Tensor = torch.Tensor
 SPEC_BUDGET = 2**25
 """Largest number of float64 coefficients one backward pass holds per node (256 MB):
 the specs of an intermediate bound are split into chunks below it."""
+EXACT_BUDGET = 2**22
+"""Largest number of coefficients per chunk given the exact (sorting) l2 concretisation
+for intermediate bounds; further unstable neurons keep the cheaper bound (wide conv
+layers: 32 x 27 x 27 neurons on a 784-pixel input would take seconds per sample)."""
 
 
 @dataclass
@@ -158,8 +162,12 @@ class BoundPropagation:
         relaxations: Mapping[int, Relaxations] | None,
         refine: bool,
     ) -> Bounds:
-        """A pre-activation's bounds: CROWN on its unstable neurons, then its splits."""
-        if refine:
+        """A pre-activation's bounds: CROWN on its unstable neurons, then its splits.
+
+        Only outputs of affine layers (and the input) are refined: through an elementwise
+        monotone layer the interval of each output is exact given its input's interval,
+        and CROWN cannot beat it."""
+        if refine and self.nodes[node].layer.kind in (LayerKind.AFFINE, LayerKind.INPUT):
             mask = self._unstable(node, here)
             if bool(mask.any()):
                 relax = (relaxations or {}).get(node)
@@ -207,10 +215,11 @@ class BoundPropagation:
         for start in range(0, len(chosen), chunk):
             part = chosen[start : start + chunk]
             count = len(part)
-            eye = torch.zeros((count, width), dtype=torch.float64)
-            eye[torch.arange(count), part] = 1.0
-            specs = torch.cat([eye, -eye]).expand(batch, 2 * count, width)
-            specs = specs.reshape(batch, 2 * count, *self.shapes[node])
+            specs = torch.zeros((2 * count, width), dtype=torch.float64)
+            specs[torch.arange(count), part] = 1.0
+            specs[torch.arange(count, 2 * count), part] = -1.0
+            specs = specs.reshape(1, 2 * count, *self.shapes[node])
+            specs = specs.expand(batch, *specs.shape[1:])
             weights, bias = self.backward(node, specs, done, relax, splits)
             found = inputs.quick_minimum(weights) + bias
             new_low = torch.maximum(flat_low[:, part], found[:, :count])
@@ -229,6 +238,7 @@ class BoundPropagation:
     ) -> Tensor:
         """``found`` with the exact minimum on both specs of every ``still`` neuron."""
         rows, columns = still.nonzero(as_tuple=True)
+        rows, columns = rows[: EXACT_BUDGET // (2 * weights.shape[-1])], columns[: len(rows)]
         if len(rows) == 0:
             return found
         count = still.shape[1]
@@ -281,7 +291,7 @@ class BoundPropagation:
                 flat = coefficients.reshape(batch * count, *self.shapes[index])
                 parts = node.layer.adjoint(flat, shapes)
                 if index in self.offsets:
-                    bias = bias + (coefficients * self.offsets[index]).flatten(2).sum(-1)
+                    bias = bias + coefficients.flatten(2) @ self.offsets[index].reshape(-1)
                 for source, part in zip(node.inputs, parts, strict=True):
                     _accumulate(pending, source, part.reshape(batch, count, *self.shapes[source]))
             else:
