@@ -21,7 +21,8 @@ import torch
 
 from audit_core import __version__
 from audit_core.analysis import Analysis, AuditContext, Progress, build_config
-from audit_core.attack_service import AttackService
+from audit_core.attack_budget import ATTACKS_TABLE, MinimalAttackConfig
+from audit_core.attack_service import AttackService, attack_config
 from audit_core.data import (
     AuditData,
     RawData,
@@ -76,6 +77,8 @@ class RunOutcome:
 class _Plan:
     analyses: list[Analysis]
     configs: dict[str, Any]
+    attacks: MinimalAttackConfig
+    """The run's one attack budget (the ``[attacks]`` table)."""
 
 
 def run_audit(
@@ -88,7 +91,7 @@ def run_audit(
     runs: list[AnalysisRun] = []
     findings: list[Finding] = []
     exports: dict[tuple[str, str], dict[str, np.ndarray]] = {}
-    attack_services = {m.name: AttackService(m, data, settings.seed) for m in models}
+    attack_services = {m.name: AttackService(m, data, settings.seed, plan.attacks) for m in models}
     for analysis in plan.analyses:
         targets = models[:1] if analysis.multi_model else models
         for model in targets:
@@ -114,7 +117,7 @@ def run_audit(
         seconds=round(time.perf_counter() - clock, 3),
         seed=settings.seed,
         command=tuple(command),
-        settings=settings.as_dict(),
+        settings={**settings.as_dict(), ATTACKS_TABLE: _config_dict(plan.attacks)},
         fail_on=settings.fail_on,
         models=tuple(m.info(_accuracy(m, data)) for m in models),
         data=_data_info(data),
@@ -136,17 +139,18 @@ def _plan(settings: Settings, host: PluginHost) -> _Plan:
         raise ConfigError(
             f"unknown analysis or tag {error.args[0]!r} in --only/--skip (known: {known})"
         ) from error
-    unknown_tables = sorted(set(settings.analysis_options) - set(host.analyses))
+    tables = settings.analysis_options
+    unknown_tables = sorted(set(tables) - set(host.analyses) - {ATTACKS_TABLE})
     if unknown_tables:
         raise ConfigError(
             f"{settings.config_file or 'options'}: unknown analysis {unknown_tables[0]!r} "
-            f"(known: {', '.join(sorted(host.analyses)) or 'none'})"
+            f"(known: {', '.join(sorted(host.analyses)) or 'none'}; the run's attack budget "
+            f"is the table {ATTACKS_TABLE!r})"
         )
     where = settings.config_file or "-o"
-    configs = {
-        a.name: build_config(a, settings.analysis_options.get(a.name, {}), where) for a in analyses
-    }
-    return _Plan(analyses, configs)
+    attacks = attack_config(tables.get(ATTACKS_TABLE, {}), where)
+    configs = {a.name: build_config(a, tables.get(a.name, {}), where) for a in analyses}
+    return _Plan(analyses, configs, attacks)
 
 
 # ------------------------------------------------------------ models and data

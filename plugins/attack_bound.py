@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from audit_core.analysis import Analysis, AuditContext, Requirements, check_config
-from audit_core.attacks import MinimalAdversarial, MinimalAttackConfig
+from audit_core.attacks import MinimalAdversarial
 from audit_core.evidence import adversarial_example
 from audit_core.findings import (
     Evidence,
@@ -41,13 +41,6 @@ __version__ = "0.1.0"
 class AttackBoundConfig:
     """Parameters of the attack-bound analysis (table ``[attack-bound]``)."""
 
-    steps: int = MinimalAttackConfig.steps
-    """PGD iterations per restart and bisection step."""
-    restarts: int = MinimalAttackConfig.restarts
-    """PGD restarts per bisection step."""
-    bisection_steps: int = MinimalAttackConfig.bisection_steps
-    """Halvings of the radius interval per sample (the defaults equal the attack service's,
-    so other analyses asking for the default search reuse this one's results)."""
     fail_below: float = 0.5
     """Empirical robust accuracy below this fraction fails (severity ``high``)."""
     warn_below: float = 0.8
@@ -58,14 +51,7 @@ class AttackBoundConfig:
     def __post_init__(self) -> None:
         check_config(
             self,
-            minimum={
-                "steps": 1,
-                "restarts": 1,
-                "bisection_steps": 1,
-                "worst_examples": 0,
-                "fail_below": 0,
-                "warn_below": 0,
-            },
+            minimum={"worst_examples": 0, "fail_below": 0, "warn_below": 0},
         )
 
 
@@ -88,12 +74,8 @@ class AttackBound(Analysis):
     Config = AttackBoundConfig
 
     def run(self, ctx: AuditContext) -> Iterable[Finding]:
-        config: AttackBoundConfig = ctx.config
-        attack_config = MinimalAttackConfig(
-            steps=config.steps, restarts=config.restarts, bisection_steps=config.bisection_steps
-        )
-        ctx.progress.total(attack_config.work_units(len(ctx.data)))
-        result = ctx.attacks.minimal(ctx.norm, attack_config, _progress_callback(ctx))
+        ctx.progress.total(ctx.attacks.work_units())
+        result = ctx.attacks.minimal(ctx.norm, ctx.progress_callback())
         correct = ctx.model.graph.predict(ctx.data.x) == ctx.data.y
         ctx.export(
             self.name,
@@ -107,16 +89,6 @@ class AttackBound(Analysis):
 
     def headline(self, findings: tuple[Finding, ...]) -> str:
         return findings[0].summary if findings else ""
-
-
-def _progress_callback(ctx: AuditContext):
-    done = {"units": 0}
-
-    def report(units: int) -> None:
-        ctx.progress.advance(units - done["units"])
-        done["units"] = units
-
-    return report
 
 
 def robust_accuracy(distance: np.ndarray, correct: np.ndarray, eps: float) -> float:

@@ -9,10 +9,11 @@ Per audit sample and relative to the class the model *predicts* there:
   numerator minimised over theta in ``[0, 1]^N1`` in closed form, the denominator with
   the spectral norm of ``W1``;
 * **the gap to attacks** (Section 5): the certified radius beside the smallest
-  adversarial distance the core's minimal-norm l2 search finds (shared with the
-  ``attack-bound`` analysis), their ratio, certified and empirical robust accuracy
-  as curves over eps (l2, and linf through ``r / sqrt(d)``), and at ``--eps`` the
-  fractions certified robust / proven non-robust / undecided.
+  adversarial distance the core's minimal-norm l2 search finds (the run's one search,
+  ``ctx.attacks.minimal("l2")``, exactly the one ``attack-bound`` reports), their
+  ratio, certified and empirical robust accuracy as curves over eps (l2, and linf
+  through ``r / sqrt(d)``), and at ``--eps`` the fractions certified robust / proven
+  non-robust / undecided.
 
 Both radii have a documented numerical safety margin subtracted (float32 runtime
 deviation within the fidelity tolerance, float32 input rounding, float64 rounding;
@@ -37,7 +38,7 @@ import numpy as np
 import torch
 
 from audit_core.analysis import Analysis, AuditContext, Requirements, check_config
-from audit_core.attacks import MinimalAdversarial, MinimalAttackConfig, numpy_distance
+from audit_core.attacks import MinimalAdversarial, numpy_distance
 from audit_core.evidence import adversarial_example
 from audit_core.fidelity import sample_errors
 from audit_core.findings import (
@@ -96,13 +97,6 @@ class CertificatesConfig:
     """Relative logit deviation of the deployed runtime from the float64 graph to guard
     against; the larger of this, the fidelity tolerance and the observed fidelity error is
     used (raise it for e.g. a float16 deployment)."""
-    steps: int = MinimalAttackConfig.steps
-    """PGD iterations of the l2 minimal-norm search (same defaults as ``attack-bound``, so
-    that both analyses share one cached search)."""
-    restarts: int = MinimalAttackConfig.restarts
-    """PGD restarts per bisection step."""
-    bisection_steps: int = MinimalAttackConfig.bisection_steps
-    """Halvings of the radius interval per sample."""
     worst_examples: int = 5
     """Number of samples with the smallest certified radius shown as evidence."""
     runtime_points: int = 32
@@ -113,14 +107,7 @@ class CertificatesConfig:
     def __post_init__(self) -> None:
         check_config(
             self,
-            minimum={
-                "steps": 1,
-                "restarts": 1,
-                "bisection_steps": 1,
-                "logit_tolerance": 0,
-                "worst_examples": 0,
-                "runtime_points": 0,
-            },
+            minimum={"logit_tolerance": 0, "worst_examples": 0, "runtime_points": 0},
         )
 
 
@@ -194,29 +181,20 @@ def _tolerance(ctx: AuditContext) -> float:
 
 
 def _compute(ctx: AuditContext) -> _Results:
-    config: CertificatesConfig = ctx.config
     data = ctx.data
-    attack_config = MinimalAttackConfig(
-        steps=config.steps, restarts=config.restarts, bisection_steps=config.bisection_steps
-    )
-    linf_units = MinimalAttackConfig().work_units(len(data)) if ctx.norm == "linf" else 0
-    ctx.progress.total(len(data) + attack_config.work_units(len(data)) + linf_units)
+    searches = 2 if ctx.norm == "linf" else 1
+    ctx.progress.total(len(data) + searches * ctx.attacks.work_units())
     ctx.progress.note("simplex certificate")
     clock = time.perf_counter()
     simplex, db, reason, certified, runtime = _certify_checked(ctx, _tolerance(ctx))
     seconds = (time.perf_counter() - clock) / max(1, len(data))
     ctx.progress.advance(len(data))
     ctx.progress.note("l2 minimal-norm attack")
-    done = {"units": 0}
-    attack = ctx.attacks.minimal("l2", attack_config, _progress_callback(ctx, done))
-    ctx.progress.advance(attack_config.work_units(len(data)) - done["units"])  # if cached
+    attack = ctx.attacks.minimal("l2", ctx.progress_callback())  # the run's one l2 search
     attack_linf = np.where(attack.found, numpy_distance(attack.x_adv, data.x, "linf"), np.inf)
-    if ctx.norm == "linf":  # judged in linf: the linf search (shared with attack-bound) too
+    if ctx.norm == "linf":  # judged in linf: the run's linf search (attack-bound's) too
         ctx.progress.note("linf minimal-norm attack")
-        done = {"units": 0}
-        shared = MinimalAttackConfig()  # attack-bound's defaults: one cached search for both
-        linf = ctx.attacks.minimal("linf", shared, _progress_callback(ctx, done))
-        ctx.progress.advance(shared.work_units(len(data)) - done["units"])
+        linf = ctx.attacks.minimal("linf", ctx.progress_callback())
         attack_linf = np.minimum(attack_linf, linf.distance)
     return _Results(
         simplex=simplex,
@@ -330,14 +308,6 @@ def _decision_boundary(
         )
     radius = decision_boundary_certificate(view, ctx.data.x, predicted, tolerance=tolerance)
     return radius, ""
-
-
-def _progress_callback(ctx: AuditContext, done: dict[str, int]):
-    def report(units: int) -> None:
-        ctx.progress.advance(units - done["units"])
-        done["units"] = units
-
-    return report
 
 
 def _export(ctx: AuditContext, name: str, r: _Results) -> None:

@@ -272,7 +272,7 @@ def test_verdicts_partition_the_samples_and_misclassified_are_never_certified() 
 # --------------------------------------------------------------------------- end to end
 
 
-FAST = ("-o", "certificates.restarts=1", "-o", "certificates.bisection_steps=6")
+FAST = ("-o", "attacks.restarts=1", "-o", "attacks.bisection_steps=6")
 """A lighter l2 minimal-norm search for end-to-end runs (the search is the core's)."""
 
 
