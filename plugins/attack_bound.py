@@ -17,7 +17,7 @@ import numpy as np
 
 from audit_core.analysis import Analysis, AuditContext, Requirements, check_config
 from audit_core.attacks import MinimalAdversarial
-from audit_core.evidence import adversarial_example
+from audit_core.evidence import adversarial_example, histogram
 from audit_core.findings import (
     Evidence,
     Finding,
@@ -28,10 +28,10 @@ from audit_core.findings import (
     Series,
     Severity,
     Status,
-    Threshold,
     floats,
     summarize,
 )
+from audit_core.grading import grade
 from audit_core.hookspecs import hookimpl
 
 __version__ = "0.1.0"
@@ -103,7 +103,7 @@ def _robust_accuracy_finding(
     eps_values = ctx.eps
     accuracies = [robust_accuracy(result.distance, correct, e) for e in eps_values]
     primary = accuracies[0]
-    status, severity = _judge(primary, config)
+    judged = grade(primary, "robust_accuracy", ">=", fail=config.fail_below, warn=config.warn_below)
     unit = ctx.norm
     metrics = [Metric("clean_accuracy", float(np.mean(correct)), "fraction")]
     metrics += [
@@ -122,26 +122,18 @@ def _robust_accuracy_finding(
     return ctx.finding(
         "robust-accuracy",
         title=f"Empirical robust accuracy at eps {eps_values[0]:g} ({unit})",
-        status=status,
-        severity=severity,
+        status=judged.status,
+        severity=judged.severity,
         method=Method.EMPIRICAL,
         summary=summary,
         metrics=metrics,
-        threshold=Threshold("robust_accuracy", ">=", config.fail_below),
+        threshold=judged.threshold,
         evidence=Evidence(plots=(_accuracy_curve(result.distance, correct, unit),)),
         remediation=(
             "Adversarial training (PGD) at the target eps, or a certified training method; "
             "this number is an upper bound: stronger attacks can only lower it."
         ),
     )
-
-
-def _judge(accuracy: float, config: AttackBoundConfig) -> tuple[Status, Severity]:
-    if accuracy < config.fail_below:
-        return Status.FAIL, Severity.HIGH
-    if accuracy < config.warn_below:
-        return Status.WARN, Severity.MEDIUM
-    return Status.PASS, Severity.INFO
 
 
 def _accuracy_curve(distance: np.ndarray, correct: np.ndarray, norm: str) -> Plot:
@@ -204,13 +196,12 @@ def _distance_finding(
             summaries=(summarize("attack_distance", values, ctx.norm),),
             examples=examples,
             plots=(
-                Plot(
-                    id="attack-distance-histogram",
-                    title="Smallest adversarial distance found",
-                    kind="histogram",
+                histogram(
+                    "attack-distance-histogram",
+                    "Smallest adversarial distance found",
+                    values,
                     x_label=f"distance ({ctx.norm})",
-                    y_label="samples",
-                    series=(Series("attack distance", floats(values)),),
+                    series="attack distance",
                 ),
             ),
         ),

@@ -39,7 +39,7 @@ import torch
 
 from audit_core.analysis import Analysis, AuditContext, Requirements, check_config
 from audit_core.attacks import MinimalAdversarial, numpy_distance
-from audit_core.evidence import adversarial_example
+from audit_core.evidence import adversarial_example, histogram
 from audit_core.fidelity import sample_errors
 from audit_core.findings import (
     Assumption,
@@ -52,10 +52,10 @@ from audit_core.findings import (
     Series,
     Severity,
     Status,
-    Threshold,
     floats,
     summarize,
 )
+from audit_core.grading import Grade, grade, worst
 from audit_core.hookspecs import hookimpl
 from audit_core.labels import predict
 from audit_core.linearize import LocalLinearization, linearize
@@ -415,7 +415,11 @@ def _simplex_finding(ctx: AuditContext, r: _Results) -> Finding:
             summarize("decision_distance (d_min)", s.decision_distance, "l2"),
         ),
         examples=_smallest_examples(ctx, r),
-        plots=(_histogram("simplex-radius", "Simplex certified radius", s.radius[r.correct]),),
+        plots=(
+            histogram(
+                "simplex-radius", "Simplex certified radius", s.radius[r.correct], x_label="l2"
+            ),
+        ),
         notes=_simplex_notes(zero, by_slack, r.tolerance),
     )
     return ctx.finding(
@@ -524,7 +528,11 @@ def _decision_boundary_finding(ctx: AuditContext, r: _Results) -> Finding:
         ],
         evidence=Evidence(
             summaries=(summarize("decision_boundary_radius", db, "l2"),),
-            plots=(_histogram("decision-boundary-radius", "Decision-boundary radius", values),),
+            plots=(
+                histogram(
+                    "decision-boundary-radius", "Decision-boundary radius", values, x_label="l2"
+                ),
+            ),
         ),
         assumptions=(
             Assumption("one hidden ReLU layer (depth 2)", True, "checked on the layer graph"),
@@ -543,7 +551,7 @@ def _gap_finding(ctx: AuditContext, r: _Results) -> Finding:
         "non_robust": float(np.mean(first.non_robust)),
         "undecided": float(np.mean(first.undecided)),
     }
-    status, severity, threshold = _judge(fractions, config)
+    judged = _grade(fractions, config)
     ratio = r.ratio[np.isfinite(r.ratio)]
     summary = (
         f"At {ctx.norm} eps {ctx.eps[0]:g}: {fractions['certified']:.1%} of the samples are "
@@ -575,12 +583,12 @@ def _gap_finding(ctx: AuditContext, r: _Results) -> Finding:
     return ctx.finding(
         "gap",
         title=f"Certified vs attacked at eps {ctx.eps[0]:g} ({ctx.norm})",
-        status=status,
-        severity=severity,
+        status=judged.status,
+        severity=judged.severity,
         method=Method.CERTIFIED,
         summary=summary,
         metrics=metrics,
-        threshold=threshold,
+        threshold=judged.threshold,
         evidence=Evidence(
             summaries=(
                 summarize("certified_radius", r.certified, "l2"),
@@ -613,31 +621,23 @@ def _verdicts(ctx: AuditContext, r: _Results, eps: float) -> Verdicts:
     return verdicts(r.correct, r.certified, r.attack.distance, eps)
 
 
-def _judge(
-    fractions: dict[str, float], config: CertificatesConfig
-) -> tuple[Status, Severity, Threshold]:
-    if fractions["non_robust"] > config.fail_nonrobust_above:
-        return (
-            Status.FAIL,
-            Severity.HIGH,
-            Threshold("non_robust_fraction", "<=", config.fail_nonrobust_above),
-        )
-    if fractions["non_robust"] > config.warn_nonrobust_above:
-        return (
-            Status.WARN,
-            Severity.MEDIUM,
-            Threshold("non_robust_fraction", "<=", config.warn_nonrobust_above),
-        )
-    if fractions["undecided"] > config.warn_undecided_above:
-        return (
-            Status.WARN,
-            Severity.LOW,
-            Threshold("undecided_fraction", "<=", config.warn_undecided_above),
-        )
-    return (
-        Status.PASS,
-        Severity.INFO,
-        Threshold("non_robust_fraction", "<=", config.warn_nonrobust_above),
+def _grade(fractions: dict[str, float], config: CertificatesConfig) -> Grade:
+    """Proven non-robust fraction (fail, warn), then the undecided fraction (warn, low)."""
+    return worst(
+        grade(
+            fractions["non_robust"],
+            "non_robust_fraction",
+            "<=",
+            fail=config.fail_nonrobust_above,
+            warn=config.warn_nonrobust_above,
+        ),
+        grade(
+            fractions["undecided"],
+            "undecided_fraction",
+            "<=",
+            warn=config.warn_undecided_above,
+            warn_severity=Severity.LOW,
+        ),
     )
 
 
@@ -658,7 +658,9 @@ def _gap_plots(r: _Results) -> tuple[Plot, ...]:
                 Series("certified = attack", floats([0.0, top]), floats([0.0, top]), "line"),
             ),
         ),
-        _histogram("ratio", "Per-sample ratio certified / attack (l2)", r.ratio[usable], "ratio"),
+        histogram(
+            "ratio", "Per-sample ratio certified / attack (l2)", r.ratio[usable], x_label="ratio"
+        ),
     )
 
 
@@ -679,19 +681,6 @@ def _accuracy_plot(
             Series("certified (lower bound)", floats(certified_curve), floats(grid), "step"),
             Series("attack (upper bound)", floats(empirical_curve), floats(grid), "step"),
         ),
-    )
-
-
-def _histogram(plot_id: str, title: str, values: np.ndarray, unit: str = "l2") -> Plot:
-    finite = np.asarray(values, dtype=np.float64)
-    finite = finite[np.isfinite(finite)]
-    return Plot(
-        id=plot_id,
-        title=title,
-        kind="histogram",
-        x_label=unit,
-        y_label="samples",
-        series=(Series(title, floats(finite)),),
     )
 
 

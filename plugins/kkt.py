@@ -33,7 +33,7 @@ import numpy as np
 
 from audit_core.analysis import Analysis, AuditContext, Requirements, check_config
 from audit_core.errors import NotApplicable
-from audit_core.evidence import adversarial_example
+from audit_core.evidence import adversarial_example, histogram
 from audit_core.findings import (
     Assumption,
     Evidence,
@@ -49,6 +49,7 @@ from audit_core.findings import (
     floats,
     summarize,
 )
+from audit_core.grading import Grade, grade
 from audit_core.hookspecs import hookimpl
 from audit_core.model import AuditedModel
 
@@ -222,12 +223,9 @@ def _export(
     )
 
 
-def _judge(ratio: float, config: KKTConfig) -> tuple[Status, Severity]:
-    if ratio < config.high_below:
-        return Status.FAIL, Severity.HIGH
-    if ratio < config.medium_below:
-        return Status.WARN, Severity.MEDIUM
-    return Status.PASS, Severity.INFO
+def _flip_grade(ratio: float, config: KKTConfig) -> Grade:
+    """``c / sqrt(d)`` against ``high_below`` (fail, high) and ``medium_below`` (warn)."""
+    return grade(ratio, "c_over_sqrt_d", ">=", fail=config.high_below, warn=config.medium_below)
 
 
 def _number(value: float) -> float | None:
@@ -246,7 +244,7 @@ def _universal_finding(
     root_d = float(np.sqrt(d))
     typical = float(np.median(np.linalg.norm(x, axis=1)))
     ratio = c / root_d
-    status, severity = _judge(ratio, config)
+    judged = _flip_grade(ratio, config)
     size = int(margin.mask.sum())
     flipped = float(universal.flipped.mean())
     if np.isfinite(c):
@@ -262,8 +260,8 @@ def _universal_finding(
     return ctx.finding(
         "universal-perturbation",
         title="Universal perturbation along z = sum_I y_i x_i (l2, exact along the line)",
-        status=status,
-        severity=severity,
+        status=judged.status,
+        severity=judged.severity,
         method=Method.EMPIRICAL,
         summary=summary,
         metrics=[
@@ -280,7 +278,7 @@ def _universal_finding(
                 "samples",
             ),
         ],
-        threshold=Threshold("c_over_sqrt_d", ">=", config.high_below),
+        threshold=judged.threshold,
         evidence=Evidence(
             summaries=(summarize("first_flip_on_margin", universal.starts[margin.mask, 0], "l2"),),
             examples=_examples(ctx, y, universal, worst) if np.isfinite(c) else (),
@@ -351,7 +349,7 @@ def _theorem41_finding(
     applies = all(a.holds for a in corollary if a.holds is not None)
     ratio = universal.flip.c / np.sqrt(x.shape[1])
     if applies:
-        status, severity = Status.FAIL, max(_judge(ratio, config)[1], Severity.MEDIUM)
+        status, severity = Status.FAIL, max(_flip_grade(ratio, config).severity, Severity.MEDIUM)
         verdict = (
             "Corollary 4.1 applies: the net is a KKT point of problem (2) and the margin set "
             "meets the data conditions, so one perturbation eta z of norm "
@@ -536,13 +534,12 @@ def _margin_finding(ctx: AuditContext, margin: MarginSet) -> Finding:
         evidence=Evidence(
             summaries=(summarize("normalised_margin", margin.normalised[correct]),),
             plots=(
-                Plot(
-                    id="normalised-margins",
-                    title="Normalised margins y_i N(x_i) / min_j y_j N(x_j)",
-                    kind="histogram",
+                histogram(
+                    "normalised-margins",
+                    "Normalised margins y_i N(x_i) / min_j y_j N(x_j)",
+                    margin.normalised[correct],
                     x_label="normalised margin",
-                    y_label="samples",
-                    series=(Series("correctly classified", floats(margin.normalised[correct])),),
+                    series="correctly classified",
                 ),
             ),
         ),

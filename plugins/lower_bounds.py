@@ -52,11 +52,11 @@ from audit_core.findings import (
     Series,
     Severity,
     Status,
-    Threshold,
     floats,
     image_rows,
     summarize,
 )
+from audit_core.grading import grade
 from audit_core.graph import LayerGraph
 from audit_core.hookspecs import hookimpl
 from audit_plugins._lower_bounds_collisions import (
@@ -432,11 +432,9 @@ def _bound_finding(ctx: AuditContext, result: Result) -> Finding:
     deepest = result.prefixes[-1]
     zero_one, entropy = result.at_eps0(result.zero_one), result.at_eps0(result.entropy)
     bound = float(zero_one[-1])
-    status, severity = Status.PASS, Severity.INFO
-    if bound > config.fail_above:
-        status, severity = Status.FAIL, Severity.HIGH
-    elif bound > config.warn_above:
-        status, severity = Status.WARN, Severity.MEDIUM
+    judged = grade(
+        bound, "zero_one_lower_bound", "<=", fail=config.fail_above, warn=config.warn_above
+    )
     metrics = [
         Metric("classes", ",".join(result.task.names)),
         Metric("points", result.n, "samples"),
@@ -466,12 +464,12 @@ def _bound_finding(ctx: AuditContext, result: Result) -> Finding:
     return ctx.finding(
         "robust-loss",
         title=f"Lower bound on the robust loss of any classifier at eps {result.eps0:g} (l2)",
-        status=status,
-        severity=severity,
+        status=judged.status,
+        severity=judged.severity,
         method=Method.CERTIFIED,
         summary=summary,
         metrics=metrics,
-        threshold=Threshold("zero_one_lower_bound", "<=", config.fail_above),
+        threshold=judged.threshold,
         evidence=Evidence(
             plots=(
                 _curves(result, result.entropy, "cross-entropy", "nats"),

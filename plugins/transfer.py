@@ -34,7 +34,7 @@ it never comes back: ``c > max_x c(x)`` flips every point of the class at once.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -42,6 +42,7 @@ import torch
 from audit_core.analysis import Analysis, AuditContext, Requirements, check_config
 from audit_core.data import AuditData
 from audit_core.errors import ConfigError, NotApplicable
+from audit_core.evidence import histogram
 from audit_core.findings import (
     Assumption,
     Evidence,
@@ -53,10 +54,11 @@ from audit_core.findings import (
     Series,
     Severity,
     Status,
-    Threshold,
     floats,
     summarize,
 )
+from audit_core.grading import grade
+from audit_core.grading import worst as worst_grade
 from audit_core.graph import LayerGraph
 from audit_core.hookspecs import hookimpl
 from audit_core.model import AuditedModel
@@ -471,12 +473,10 @@ def _guarantee_finding(ctx: AuditContext, results: list[PairResult]) -> Finding:
         Metric("violations", violations, "points"),
         Metric("guaranteed_flip_fraction", worst, "fraction", f"worst class, at eps {eps:g}"),
     ]
-    if violations:
-        status, severity = Status.FAIL, Severity.HIGH
-    elif worst >= config.warn_flip_rate:
-        status, severity = Status.WARN, Severity.MEDIUM
-    else:
-        status, severity = Status.PASS, Severity.INFO
+    judged = worst_grade(
+        grade(worst, "guaranteed_flip_fraction", "<", warn=config.warn_flip_rate),
+        grade(violations, "violations", "==", fail=0),
+    )
     summary = (
         f"The model is affine, so Theorem 5 applies to it (through Theorem 8 for the pair "
         f"classifier z_k - z_l): every correctly classified point x of class y in the SVM's set "
@@ -490,12 +490,12 @@ def _guarantee_finding(ctx: AuditContext, results: list[PairResult]) -> Finding:
     return ctx.finding(
         "guarantee",
         title="Theorem 5 on the audited (affine) model",
-        status=status,
-        severity=severity,
+        status=judged.status,
+        severity=judged.severity,
         method=Method.THEOREM,
         summary=summary,
         metrics=metrics,
-        threshold=Threshold("guaranteed_flip_fraction", "<", config.warn_flip_rate),
+        threshold=judged.threshold,
         assumptions=(
             Assumption("the model is affine (dense view of depth 1)", True, ""),
             Assumption(
@@ -508,13 +508,13 @@ def _guarantee_finding(ctx: AuditContext, results: list[PairResult]) -> Finding:
         evidence=Evidence(
             summaries=(summarize("theorem5_perturbation_norm", norms, unit),),
             plots=(
-                Plot(
-                    id="theorem5-norms",
-                    title="Norm of -c y w* at Theorem 5's bound, per point",
-                    kind="histogram",
+                histogram(
+                    "theorem5-norms",
+                    "Norm of -c y w* at Theorem 5's bound, per point",
+                    norms,
                     x_label=f"perturbation norm ({unit})",
                     y_label="points",
-                    series=(Series("Theorem 5 bound", floats(norms)),),
+                    series="Theorem 5 bound",
                 ),
             ),
         ),
@@ -567,7 +567,7 @@ def _direction_finding(ctx: AuditContext, results: list[PairResult]) -> Finding:
             )
         )
     metrics.append(Metric("worst_flip_rate", worst, "fraction", f"at {ctx.norm} eps {eps:g}"))
-    warn = worst >= config.warn_flip_rate
+    judged = grade(worst, "worst_flip_rate", "<", warn=config.warn_flip_rate)
     summary = (
         "One max-margin direction per pair, applied to every correctly classified point of "
         "the class (no clipping to the input box), against random directions of the same "
@@ -576,12 +576,12 @@ def _direction_finding(ctx: AuditContext, results: list[PairResult]) -> Finding:
     return ctx.finding(
         "direction-transfer",
         title="How the max-margin direction transfers across the class (measured)",
-        status=Status.WARN if warn else Status.PASS,
-        severity=Severity.MEDIUM if warn else Severity.INFO,
+        status=judged.status,
+        severity=judged.severity,
         method=Method.EMPIRICAL,
         summary=summary,
         metrics=metrics,
-        threshold=Threshold("worst_flip_rate", "<", config.warn_flip_rate),
+        threshold=judged.threshold,
         evidence=Evidence(plots=tuple(plots)),
         references=(Reference(PAPER, "Theorem 4"), Reference(PAPER, "Section 6")),
     )
@@ -934,9 +934,10 @@ def _convex_direction_finding(
         Metric("points_verified", checked, "points"),
         Metric("verification_mismatches", mismatches, "points"),
     ]
-    warn = worst >= config.warn_flip_fraction
-    status = Status.FAIL if mismatches else (Status.WARN if warn else Status.PASS)
-    severity = Severity.HIGH if mismatches else (Severity.MEDIUM if warn else Severity.INFO)
+    judged = worst_grade(
+        grade(worst, "worst_flip_fraction", "<", warn=config.warn_flip_fraction),
+        grade(mismatches, "verification_mismatches", "==", fail=0),
+    )
     summary = (
         f"Structure {structure.kind}: for every network of this kind that classifies x_alpha "
         "as alpha and x_beta as beta (in particular every one that fits the audit data), "
@@ -950,12 +951,12 @@ def _convex_direction_finding(
     return ctx.finding(
         "direction",
         title="Convex-region direction x_beta - x_alpha (exact)",
-        status=status,
-        severity=severity,
+        status=judged.status,
+        severity=judged.severity,
         method=Method.THEOREM,
         summary=summary,
         metrics=metrics,
-        threshold=Threshold("worst_flip_fraction", "<", config.warn_flip_fraction),
+        threshold=judged.threshold,
         assumptions=(
             *(Assumption(n, h, d) for n, h, d in structure.checks),
             Assumption("x_alpha, x_beta are classified correctly by the model", True, ""),
@@ -1030,13 +1031,13 @@ def _convexity_finding(ctx: AuditContext, predicted: np.ndarray, classes: list[i
         metrics=metrics,
         evidence=Evidence(
             plots=(
-                Plot(
-                    id="segments-leaving",
-                    title="Fraction of same-class segments leaving the class",
-                    kind="histogram",
+                histogram(
+                    "segments-leaving",
+                    "Fraction of same-class segments leaving the class",
+                    np.array(fractions),
                     x_label="fraction of segments",
                     y_label="classes",
-                    series=(Series("classes", floats(fractions)),),
+                    series="classes",
                 ),
             )
         ),
@@ -1081,7 +1082,7 @@ def _empirical_direction_finding(ctx: AuditContext, directions: list[ClassDirect
     metrics.append(
         Metric("worst_flip_fraction", worst, "fraction", f"at {ctx.norm} eps {ctx.eps[0]:g}")
     )
-    warn = worst >= config.warn_flip_fraction
+    judged = grade(worst, "worst_flip_fraction", "<", warn=config.warn_flip_fraction)
     summary = (
         "No theorem applies; measured: per class, the best of up to "
         f"{config.empirical_candidates} directions v = x_beta - x_alpha, rays x + c v on "
@@ -1092,12 +1093,12 @@ def _empirical_direction_finding(ctx: AuditContext, directions: list[ClassDirect
     return ctx.finding(
         "direction",
         title="Direction x_beta - x_alpha across each class (measured)",
-        status=Status.WARN if warn else Status.PASS,
-        severity=Severity.MEDIUM if warn else Severity.INFO,
+        status=judged.status,
+        severity=judged.severity,
         method=Method.EMPIRICAL,
         summary=summary,
         metrics=metrics,
-        threshold=Threshold("worst_flip_fraction", "<", config.warn_flip_fraction),
+        threshold=judged.threshold,
         evidence=Evidence(
             plots=(
                 Plot(
@@ -1374,7 +1375,9 @@ def _target_finding(
     best_acc = float(acc[sources.index(best)]) if best in sources else float("nan")
     own = float(acc[sources.index(target)]) if target in sources else float("nan")
     drop = random - best_acc
-    warn = np.isfinite(drop) and drop >= config.warn_drop
+    judged = grade(drop, "drop_beyond_random", "<", warn=config.warn_drop)
+    if not np.isfinite(drop):  # no other model's examples to compare: nothing to judge
+        judged = replace(judged, status=Status.PASS, severity=Severity.INFO)
     plots = tuple(
         Plot(
             id=f"transfer-curves-{grid.norm}-{t}",
@@ -1397,8 +1400,8 @@ def _target_finding(
     return ctx.finding(
         f"target-{target}",
         title=f"Transfer to {target}",
-        status=Status.WARN if warn else Status.PASS,
-        severity=Severity.MEDIUM if warn else Severity.INFO,
+        status=judged.status,
+        severity=judged.severity,
         method=Method.EMPIRICAL,
         summary=summary,
         metrics=[
@@ -1409,7 +1412,7 @@ def _target_finding(
             Metric("clean_accuracy", clean, "fraction"),
             Metric("drop_beyond_random", drop, "fraction"),
         ],
-        threshold=Threshold("drop_beyond_random", "<", config.warn_drop),
+        threshold=judged.threshold,
         evidence=Evidence(plots=plots),
     )
 
