@@ -23,6 +23,7 @@ from audit_core.config import check_config as check_config  # re-exported for pl
 from audit_core.data import AuditData
 from audit_core.errors import ConfigError
 from audit_core.findings import (
+    RUN_WIDE,
     Evidence,
     Finding,
     Method,
@@ -30,6 +31,7 @@ from audit_core.findings import (
     Reference,
     Severity,
     Status,
+    finding_id,
 )
 from audit_core.model import AuditedModel
 from audit_core.settings import Settings
@@ -146,6 +148,12 @@ class AuditContext:
     def norm(self) -> str:
         return self.settings.norm
 
+    @property
+    def scope(self) -> str:
+        """The model key of this run's findings and exports: the model's name, or
+        ``RUN_WIDE`` for a ``multi_model`` analysis (its findings are about the model set)."""
+        return RUN_WIDE if self.analysis.multi_model else self.model.name
+
     def progress_callback(self) -> ProgressCallback:
         """A callback for cumulative work units (e.g. ``ctx.attacks.minimal(norm, cb)``)
         that advances ``ctx.progress``."""
@@ -168,16 +176,16 @@ class AuditContext:
         evidence: Evidence | None = None,
         **extra: Any,
     ) -> Finding:
-        """A ``Finding`` with this analysis, model and references filled in."""
+        """A ``Finding`` with this analysis, model (``scope``) and references filled in."""
         return Finding(
-            id=f"{self.analysis.name}/{check}/{self.model.name}",
+            id=finding_id(self.analysis.name, check, self.scope),
             analysis=self.analysis.name,
             title=title,
             severity=severity,
             status=status,
             method=method,
             summary=summary,
-            model=self.model.name,
+            model=self.scope,
             metrics=tuple(metrics),
             evidence=evidence or Evidence(),
             references=extra.pop("references", self.analysis.references),

@@ -32,8 +32,7 @@ from audit_core.data import (
     with_label_file,
 )
 from audit_core.errors import AuditError, ConfigError, DataError, ExitCode, NotApplicable
-from audit_core.exports import RUN_WIDE
-from audit_core.findings import Evidence, Finding, Method, Severity, Status
+from audit_core.findings import RUN_WIDE, Evidence, Finding, Method, Severity, Status, finding_id
 from audit_core.model import AuditedModel, audited, bundled_dataset
 from audit_core.onnx_import import LoadedModel, load_onnx
 from audit_core.plugins import PluginHost
@@ -108,8 +107,7 @@ def run_audit(
             )
             runs.append(run)
             findings.extend(found)
-            key = RUN_WIDE if analysis.multi_model else model.name
-            exports.update({(key, name): arrays for name, arrays in exported.items()})
+            exports.update({(run.model, name): arrays for name, arrays in exported.items()})
     report = AuditReport(
         tool_version=__version__,
         started_at=started,
@@ -260,7 +258,7 @@ def _run_one(
         "analysis": analysis.name,
         "title": analysis.title or analysis.name,
         "plugin": host.owner.get(analysis.name, ""),
-        "model": "all models" if analysis.multi_model else model.name,
+        "model": RUN_WIDE if analysis.multi_model else model.name,
         "config": _config_dict(config),
         "description": analysis.description,
     }
@@ -316,14 +314,14 @@ def _context(
         settings=settings,
         rng=np.random.default_rng(seed),
         generator=torch.Generator().manual_seed(int(np.random.default_rng(seed).integers(2**62))),
-        progress=ui.start(analysis, "all models" if analysis.multi_model else model.name),
+        progress=ui.start(analysis, RUN_WIDE if analysis.multi_model else model.name),
         attacks=attacks,
     )
 
 
 def _skipped_finding(analysis: Analysis, model: str, reason: str) -> Finding:
     return Finding(
-        id=f"{analysis.name}/skipped/{model}",
+        id=finding_id(analysis.name, "skipped", model),
         analysis=analysis.name,
         title=f"{analysis.title or analysis.name}: not applicable",
         severity=Severity.INFO,
@@ -338,7 +336,7 @@ def _skipped_finding(analysis: Analysis, model: str, reason: str) -> Finding:
 def _error_finding(analysis: Analysis, model: str, error: Exception) -> Finding:
     message = f"{type(error).__name__}: {error}"
     return Finding(
-        id=f"{analysis.name}/error/{model}",
+        id=finding_id(analysis.name, "error", model),
         analysis=analysis.name,
         title=f"{analysis.title or analysis.name} crashed",
         severity=Severity.HIGH,

@@ -131,6 +131,10 @@ def test_model_transfer_matrix_on_a_family(run_audit) -> None:
     found = _findings(run.report, "model-transfer")
     names = [m.stem for m in models]
     assert set(found) == {"matrix"} | {f"target-{n}" for n in names}
+    assert found["matrix"]["id"] == "model-transfer/matrix"
+    assert {f["model"] for f in found.values()} == {""}  # run-wide, not the first model's
+    (analysis_run,) = run.report["analyses"]
+    assert analysis_run["model"] == ""
     (heatmap, _) = found["matrix"]["evidence"]["plots"]
     assert heatmap["kind"] == "heatmap"
     assert heatmap["row_labels"] == [*names, "svm-0", "random"]
