@@ -1,22 +1,12 @@
-"""Attack upper bound: the smallest adversarial perturbation the core's attacks find.
-
-Per sample, the minimal-norm search (DeepFool, then PGD bisection and a line
-search; Moosavi-Dezfooli et al. 2016, Madry et al. 2018) gives a verified
-adversarial example; its distance is an upper bound on the true minimal
-adversarial distance (Singla & Feizi 2019, Section 5 compares such bounds with
-their certificates). From it: empirical robust accuracy at each ``--eps`` (an
-upper bound on the true robust accuracy) and the worst samples.
-"""
+"""The attack-bound analysis's findings: empirical robust accuracy and the per-sample
+smallest adversarial distance (Madry et al. 2018, Moosavi-Dezfooli et al. 2016; the upper
+bounds Singla & Feizi 2019, Section 5, compare certificates with)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from dataclasses import dataclass
-
 import numpy as np
 
-from audit_core.analysis import Analysis, AuditContext, Requirements, check_config
-from audit_core.attacks import MinimalAdversarial
+from audit_core.analysis import AuditContext
 from audit_core.evidence import adversarial_example, histogram
 from audit_core.findings import (
     Evidence,
@@ -24,7 +14,6 @@ from audit_core.findings import (
     Method,
     Metric,
     Plot,
-    Reference,
     Series,
     Severity,
     Status,
@@ -32,74 +21,14 @@ from audit_core.findings import (
     summarize,
 )
 from audit_core.grading import grade
-from audit_core.hookspecs import hookimpl
-
-__version__ = "0.1.0"
-
-
-@dataclass(frozen=True)
-class AttackBoundConfig:
-    """Parameters of the attack-bound analysis (table ``[attack-bound]``)."""
-
-    fail_below: float = 0.5
-    """Empirical robust accuracy below this fraction fails (severity ``high``)."""
-    warn_below: float = 0.8
-    """Empirical robust accuracy below this fraction warns (severity ``medium``)."""
-    worst_examples: int = 5
-    """Number of least-robust samples shown as evidence."""
-
-    def __post_init__(self) -> None:
-        check_config(
-            self,
-            minimum={"worst_examples": 0, "fail_below": 0, "warn_below": 0},
-        )
+from audit_plugins.attack_bound import AttackBoundConfig
+from audit_plugins.attack_bound.distances import AttackDistances, robust_accuracy
 
 
-class AttackBound(Analysis):
-    """Per-sample minimal adversarial distance and empirical robust accuracy."""
-
-    name = "attack-bound"
-    title = "Attack upper bound"
-    description = (
-        "Smallest adversarial perturbation found per sample by DeepFool + PGD "
-        "(minimal-norm search); empirical robust accuracy at each eps."
-    )
-    tags = ("empirical", "attack")
-    references = (
-        Reference("madry2018", "PGD"),
-        Reference("moosavi2016", "DeepFool"),
-        Reference("singla2019", "Section 5 (attack upper bounds)"),
-    )
-    requires = Requirements(data=True)
-    Config = AttackBoundConfig
-
-    def run(self, ctx: AuditContext) -> Iterable[Finding]:
-        ctx.progress.total(ctx.attacks.work_units())
-        result = ctx.attacks.minimal(ctx.norm, ctx.progress_callback())
-        correct = ctx.model.graph.predict(ctx.data.x) == ctx.data.y
-        ctx.export(
-            self.name,
-            index=ctx.data.indices,
-            label=ctx.data.y,
-            attack_distance=result.distance,
-            x_adv=result.x_adv,
-        )
-        yield _robust_accuracy_finding(ctx, result, correct)
-        yield _distance_finding(ctx, result, correct)
-
-    def headline(self, findings: tuple[Finding, ...]) -> str:
-        return findings[0].summary if findings else ""
-
-
-def robust_accuracy(distance: np.ndarray, correct: np.ndarray, eps: float) -> float:
-    """Fraction of samples classified correctly with no adversarial example within ``eps``."""
-    return float(np.mean(correct & (distance > eps)))
-
-
-def _robust_accuracy_finding(
-    ctx: AuditContext, result: MinimalAdversarial, correct: np.ndarray
-) -> Finding:
+def robust_accuracy_finding(ctx: AuditContext, r: AttackDistances) -> Finding:
+    """Empirical robust accuracy at each eps, judged at the first (an upper bound)."""
     config: AttackBoundConfig = ctx.config
+    result, correct = r.attack, r.correct
     eps_values = ctx.eps
     accuracies = [robust_accuracy(result.distance, correct, e) for e in eps_values]
     primary = accuracies[0]
@@ -150,10 +79,10 @@ def _accuracy_curve(distance: np.ndarray, correct: np.ndarray, norm: str) -> Plo
     )
 
 
-def _distance_finding(
-    ctx: AuditContext, result: MinimalAdversarial, correct: np.ndarray
-) -> Finding:
+def distance_finding(ctx: AuditContext, r: AttackDistances) -> Finding:
+    """The smallest adversarial distance per sample, with the least robust samples."""
     config: AttackBoundConfig = ctx.config
+    result, correct = r.attack, r.correct
     distance = result.distance
     attacked = correct & result.found
     order = np.argsort(np.where(correct, distance, np.inf))
@@ -212,8 +141,3 @@ def _clean_text(ctx: AuditContext, clean: float) -> str:
     if ctx.data.labels_from != "file":
         return "labels: the model's own predictions"
     return f"clean {clean:.1%}"
-
-
-@hookimpl
-def audit_register_analyses(register) -> None:
-    register(AttackBound())
