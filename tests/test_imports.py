@@ -44,44 +44,35 @@ def test_no_import_against_the_direction(package) -> None:
         assert not roots & FORBIDDEN[package], f"{path} imports {roots & FORBIDDEN[package]}"
 
 
-PLUGIN_MODULES = sorted(
-    (p.stem for p in (ROOT / "plugins").glob("*.py") if not p.stem.startswith("_")),
-    key=len,
-    reverse=True,
-)
+PLUGIN_PACKAGES = sorted(p.parent.name for p in (ROOT / "plugins").glob("*/__init__.py"))
 
 
-def _flat_family(name: str) -> str:
-    """The plugin a flat module belongs to: ``lower_bounds`` for ``_lower_bounds_graph``."""
-    if not name.startswith("_"):
-        return name
-    owner = next((p for p in PLUGIN_MODULES if name[1:].startswith(p + "_")), None)
-    return owner or name
-
-
-def _family_of_path(path: Path) -> str:
-    """The plugin a file belongs to: its package under plugins/ (or its flat module)."""
-    parts = path.relative_to(ROOT / "plugins").parts
-    return parts[0] if len(parts) > 1 else _flat_family(path.stem)
+def test_every_built_in_plugin_is_a_package() -> None:
+    """plugins/ holds one package per plugin (hook in __init__, computation modules,
+    findings.py) and nothing else."""
+    loose = sorted(p.name for p in (ROOT / "plugins").glob("*.py") if p.name != "__init__.py")
+    assert loose == []
+    assert PLUGIN_PACKAGES == ["attack_bound", "certificates", "kkt", "lower_bounds", "transfer"]
+    for package in PLUGIN_PACKAGES:
+        assert (ROOT / "plugins" / package / "findings.py").is_file(), package
 
 
 def _family_of_module(module: str) -> str:
     """The plugin an ``audit_plugins.X[.Y]`` import belongs to: X."""
     parts = module.split(".")
-    return _flat_family(parts[1]) if len(parts) > 1 else ""
+    return parts[1] if len(parts) > 1 else ""
 
 
 def test_a_plugin_never_imports_another_plugin() -> None:
-    """A plugin may import its own modules (its package, or ``_<plugin>_*.py``), nothing else."""
+    """A plugin's modules import the core and their own package, nothing else of plugins/."""
     for path in _modules("plugins"):
-        family = _family_of_path(path)
+        family = path.relative_to(ROOT / "plugins").parts[0]
         imported = {n for n in _imports(path) if n.startswith("audit_plugins")}
         foreign = {n for n in imported if _family_of_module(n) != family}
         assert not foreign, f"{path} imports another plugin: {foreign}"
 
 
 HEAVY = {"torch", "scipy", "cvxpy", "sklearn", "networkx", "matplotlib", "onnx", "onnxruntime"}
-PLUGIN_PACKAGES = sorted(p.parent.name for p in (ROOT / "plugins").glob("*/__init__.py"))
 LOADED_BY = """
 import json, sys
 import audit_core.analysis, audit_core.findings, audit_core.hookspecs
