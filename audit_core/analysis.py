@@ -9,18 +9,21 @@ analysis), and implements ``run(ctx)`` returning findings.
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 import numpy as np
 import torch
 
+from audit_core.attack_budget import ATTACK_KEYS, ATTACKS_TABLE
+from audit_core.config import Parameter, build_table, table_parameters
+from audit_core.config import check_config as check_config  # re-exported for plugins
 from audit_core.data import AuditData
 from audit_core.errors import ConfigError
 from audit_core.findings import (
+    RUN_WIDE,
     Evidence,
     Finding,
     Method,
@@ -28,9 +31,13 @@ from audit_core.findings import (
     Reference,
     Severity,
     Status,
+    finding_id,
 )
 from audit_core.model import AuditedModel
 from audit_core.settings import Settings
+
+if TYPE_CHECKING:
+    from audit_core.attack_service import AttackService
 
 NAME_PATTERN = re.compile(r"^[a-z][a-z0-9]*(-[a-z0-9]+)*$")
 
@@ -99,6 +106,20 @@ class SilentProgress:
         pass
 
 
+class ProgressCallback:
+    """Turns the cumulative "units done" a long computation reports (the attack service's
+    search, ``progress=`` of the core's algorithms) into ``Progress.advance`` steps."""
+
+    def __init__(self, progress: Progress) -> None:
+        self.progress = progress
+        self.done: float = 0
+
+    def __call__(self, units: float) -> None:
+        if units > self.done:
+            self.progress.advance(units - self.done)
+            self.done = units
+
+
 @dataclass
 class AuditContext:
     """Everything one analysis run gets. ``model`` is the model under audit;
@@ -113,7 +134,9 @@ class AuditContext:
     rng: np.random.Generator
     generator: torch.Generator
     progress: Progress
-    attacks: Any
+    attacks: AttackService
+    """The run's attack service for this model: ``attacks.minimal(norm, progress)`` is the
+    one cached minimal-norm search per norm, with the run's ``[attacks]`` budget."""
     exports: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
 
     @property
@@ -124,6 +147,17 @@ class AuditContext:
     @property
     def norm(self) -> str:
         return self.settings.norm
+
+    @property
+    def scope(self) -> str:
+        """The model key of this run's findings and exports: the model's name, or
+        ``RUN_WIDE`` for a ``multi_model`` analysis (its findings are about the model set)."""
+        return RUN_WIDE if self.analysis.multi_model else self.model.name
+
+    def progress_callback(self) -> ProgressCallback:
+        """A callback for cumulative work units (e.g. ``ctx.attacks.minimal(norm, cb)``)
+        that advances ``ctx.progress``."""
+        return ProgressCallback(self.progress)
 
     def export(self, name: str, **arrays: np.ndarray) -> None:
         """Arrays for ``--export DIR`` (written to ``DIR/<name>.npz``)."""
@@ -142,16 +176,16 @@ class AuditContext:
         evidence: Evidence | None = None,
         **extra: Any,
     ) -> Finding:
-        """A ``Finding`` with this analysis, model and references filled in."""
+        """A ``Finding`` with this analysis, model (``scope``) and references filled in."""
         return Finding(
-            id=f"{self.analysis.name}/{check}/{self.model.name}",
+            id=finding_id(self.analysis.name, check, self.scope),
             analysis=self.analysis.name,
             title=title,
             severity=severity,
             status=status,
             method=method,
             summary=summary,
-            model=self.model.name,
+            model=self.scope,
             metrics=tuple(metrics),
             evidence=evidence or Evidence(),
             references=extra.pop("references", self.analysis.references),
@@ -192,6 +226,8 @@ def validate_analysis(analysis: Any) -> Analysis:
         raise ValueError(f"{analysis!r} is not an audit_core.analysis.Analysis")
     if not NAME_PATTERN.match(analysis.name or ""):
         raise ValueError(f"analysis name {analysis.name!r} must be lower-case words joined by '-'")
+    if analysis.name == ATTACKS_TABLE:
+        raise ValueError(f"analysis name {analysis.name!r} is the run's attack budget table")
     if not dataclasses.is_dataclass(analysis.Config):
         raise ValueError(f"{analysis.name}: Config must be a dataclass")
     if type(analysis).run is Analysis.run:
@@ -200,148 +236,20 @@ def validate_analysis(analysis: Any) -> Analysis:
 
 
 def build_config(analysis: Analysis, values: dict[str, Any], where: str) -> Any:
-    """The analysis's ``Config`` from a config table; unknown keys and bad types are errors."""
-    fields = {f.name: f for f in dataclasses.fields(analysis.Config)}
-    normalised = {key.replace("-", "_"): value for key, value in values.items()}
-    unknown = sorted(set(normalised) - set(fields))
-    if unknown:
-        known = ", ".join(sorted(fields)) or "none"
-        raise ConfigError(
-            f"{where}: unknown option {unknown[0]!r} for analysis {analysis.name!r} "
-            f"(known: {known})"
-        )
-    defaults = analysis.Config()
-    coerced = {
-        key: _coerce(value, getattr(defaults, key), f"{where}: {analysis.name}.{key}")
-        for key, value in normalised.items()
-    }
-    try:
-        return dataclasses.replace(defaults, **coerced)
-    except ValueError as error:  # a Config's own checks (``check_config``)
-        raise ConfigError(f"{where}: {analysis.name}.{error}") from error
-
-
-def check_config(
-    config: Any,
-    *,
-    minimum: dict[str, float] | None = None,
-    positive: tuple[str, ...] = (),
-    fractions: tuple[str, ...] = (),
-    choices: dict[str, tuple[str, ...]] | None = None,
-) -> None:
-    """Range checks for a ``Config.__post_init__``: ``ValueError("field ...")`` on the
-    first bad value (``build_config`` turns it into a usage error naming the key).
-
-    ``minimum``: field -> smallest allowed value (every element for tuples);
-    ``positive``: > 0; ``fractions``: in [0, 1]; ``choices``: field -> allowed strings
-    (every element for tuples).
-    """
-
-    def values(name: str) -> tuple[Any, ...]:
-        value = getattr(config, name)
-        return tuple(value) if isinstance(value, tuple) else (value,)
-
-    def numbers(name: str) -> tuple[float, ...]:
-        try:  # tuples with an empty default keep -o's strings
-            return tuple(float(v) for v in values(name))
-        except (TypeError, ValueError):
-            raise ValueError(f"{name} must be numbers, got {getattr(config, name)!r}") from None
-
-    for name, low in (minimum or {}).items():
-        if any(v < low for v in numbers(name)):
-            raise ValueError(f"{name} must be at least {low:g}, got {getattr(config, name)!r}")
-    for name in positive:
-        if any(v <= 0 for v in numbers(name)):
-            raise ValueError(f"{name} must be positive, got {getattr(config, name)!r}")
-    for name in fractions:
-        if any(not 0.0 <= v <= 1.0 for v in numbers(name)):
-            raise ValueError(f"{name} must be between 0 and 1, got {getattr(config, name)!r}")
-    for name, allowed in (choices or {}).items():
-        if any(v not in allowed for v in values(name)):
-            raise ValueError(
-                f"{name} must be one of {', '.join(allowed)}, got {getattr(config, name)!r}"
+    """The analysis's ``Config`` from its config table; unknown keys, bad types and
+    out-of-range values are usage errors. A key of the run-wide attack budget (``steps``,
+    ``restarts``, ...) that the analysis does not have names its new home, ``attacks.KEY``."""
+    fields = {f.name for f in dataclasses.fields(analysis.Config)}
+    for key in values:
+        name = key.replace("-", "_")
+        if name not in fields and name in ATTACK_KEYS:
+            raise ConfigError(
+                f"{where}: {analysis.name}.{key} is not an option of analysis "
+                f"{analysis.name!r}: the attack budget is one per run, set {ATTACKS_TABLE}.{name}"
             )
-
-
-def _coerce(value: Any, default: Any, where: str) -> Any:
-    """``value`` converted to the type of ``default``; strings (from ``-o``) are parsed."""
-    if default is None:
-        return value
-    converted = _convert_like(value, default)
-    if converted is None:
-        raise ConfigError(f"{where} must be {type(default).__name__}, got {value!r}")
-    return converted
-
-
-def _convert_like(value: Any, default: Any) -> Any:
-    if isinstance(default, bool):
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.lower() in ("true", "false"):
-            return value.lower() == "true"
-        return None
-    if isinstance(default, int | float):
-        return _number_like(value, type(default))
-    if isinstance(default, str):
-        return value if isinstance(value, str) else None
-    if isinstance(default, tuple):
-        items = value.split(",") if isinstance(value, str) else value
-        if not isinstance(items, list | tuple):
-            return None
-        converted = [_convert_like(v, default[0]) if default else v for v in items]
-        return None if any(v is None for v in converted) else tuple(converted)
-    return value if isinstance(value, type(default)) else None
-
-
-def _number_like(value: Any, kind: type) -> int | float | None:
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, str):
-        try:
-            value = float(value.strip())
-        except ValueError:
-            return None
-    if not isinstance(value, int | float):
-        return None
-    if kind is int and float(value) != int(value):
-        return None
-    return kind(value)
-
-
-@dataclass(frozen=True)
-class Parameter:
-    """One parameter of an analysis's ``Config`` (``audit plugins`` lists them)."""
-
-    name: str
-    default: Any
-    doc: str
+    return build_table(analysis.Config, values, where, analysis.name, f"analysis {analysis.name!r}")
 
 
 def config_parameters(analysis: Analysis) -> tuple[Parameter, ...]:
-    """The ``Config`` fields with their defaults and attribute docstrings (the string
-    literal written under a field, as in the built-in plugins; "" when there is none)."""
-    defaults = analysis.Config()
-    docs = _attribute_docstrings(analysis.Config)
-    return tuple(
-        Parameter(f.name, getattr(defaults, f.name), docs.get(f.name, ""))
-        for f in dataclasses.fields(analysis.Config)
-    )
-
-
-def _attribute_docstrings(cls: type) -> dict[str, str]:
-    """``{field: docstring}`` from the class source; {} when the source is unavailable."""
-    import ast
-    import inspect
-    import textwrap
-
-    try:
-        tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
-    except (OSError, TypeError, SyntaxError):
-        return {}
-    body = tree.body[0].body if tree.body and isinstance(tree.body[0], ast.ClassDef) else []
-    docs = {}
-    for node, after in itertools.pairwise(body):
-        documented = isinstance(after, ast.Expr) and isinstance(after.value, ast.Constant)
-        if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and documented:
-            docs[node.target.id] = " ".join(str(after.value.value).split())
-    return docs
+    """The ``Config`` fields with their defaults and attribute docstrings."""
+    return table_parameters(analysis.Config)

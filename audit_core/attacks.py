@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from audit_core.attack_budget import MinimalAttackConfig
 from audit_core.labels import margin, predict
 
 Model = Callable[[torch.Tensor], torch.Tensor]
@@ -101,50 +102,6 @@ class MinimalAdversarial:
     found: np.ndarray
     adv_label: np.ndarray
     norm: str
-
-
-@dataclass(frozen=True)
-class MinimalAttackConfig:
-    """Budget of :func:`minimal_adversarial`.
-
-    Attributes:
-        steps: PGD iterations per restart and bisection step.
-        restarts: PGD starts per bisection step; the first starts from the best
-            adversarial direction found so far (rescaled into the ball), the others from a
-            uniform random point of the ball (Madry et al. 2018).
-        step_fraction: PGD step size as a fraction of the radius (l2: length of a
-            normalised-gradient step; linf: size of a sign step).
-        bisection_steps: halvings of the radius interval ``[lo, best distance]``.
-        bisection_rtol: a sample leaves the bisection once ``hi - lo <= rtol * hi``.
-        deepfool_iter: DeepFool iterations for the first point.
-        overshoot: DeepFool overshoot (the line search removes it afterwards).
-        line_search_steps: halvings of ``t`` in the line search along ``x_adv - x``.
-        search_radius: PGD radius tried for samples DeepFool did not break; ``None`` uses
-            the diameter of the input box in the norm, or ``4 * max(1, ||x||)`` without
-            finite bounds.
-        batch_size: samples processed together (bounds the memory of DeepFool's Jacobian,
-            ``batch_size * K * input_size`` floats).
-    """
-
-    steps: int = 40
-    restarts: int = 10
-    step_fraction: float = 0.08
-    bisection_steps: int = 10
-    bisection_rtol: float = 1e-3
-    deepfool_iter: int = 50
-    overshoot: float = 0.02
-    line_search_steps: int = 40
-    search_radius: float | None = None
-    batch_size: int = 256
-
-    def work_units(self, num_samples: int) -> int:
-        """Total work units of :func:`minimal_adversarial` on ``num_samples`` samples.
-
-        A unit is one sample going through one phase; the phases are DeepFool, the wide PGD
-        search for samples DeepFool missed, and each bisection step (samples that need no
-        work in a phase, e.g. misclassified ones, still count as done).
-        """
-        return num_samples * (self.bisection_steps + 2)
 
 
 # --------------------------------------------------------------------------- helpers
@@ -735,7 +692,7 @@ def minimal_adversarial(
     y: torch.Tensor,
     *,
     norm: str = "l2",
-    config: MinimalAttackConfig = MinimalAttackConfig(),
+    config: MinimalAttackConfig | None = None,
     lower: BoundLike = None,
     upper: BoundLike = None,
     generator: torch.Generator | None = None,
@@ -755,11 +712,13 @@ def minimal_adversarial(
     inside the bounds); a point that fails is dropped (``found`` False, distance inf).
 
     Args:
+        config: the budget (default ``MinimalAttackConfig()``).
         progress: called with the cumulative number of work units done; a unit is one
             sample through one phase, see :meth:`MinimalAttackConfig.work_units` for the
             total.
     """
     _check_norm(norm)
+    config = config or MinimalAttackConfig()
     x, y = _as_inputs(x, y)
     box = _Box.make(x, lower, upper)
     gen = _generator(generator)
@@ -837,7 +796,7 @@ class _Search:
         self.meter.add(self.x.shape[0])
 
     def _search_radius(self, idx: torch.Tensor) -> torch.Tensor:
-        if self.config.search_radius is not None:
+        if self.config.search_radius > 0:
             return torch.full((idx.numel(),), float(self.config.search_radius), dtype=torch.float64)
         diameter = self.box.take(idx).diameter(self.x[idx], self.norm)
         if diameter is not None and bool(torch.isfinite(diameter).all()):

@@ -30,6 +30,7 @@ from audit_core.settings import (
     SEVERITY_LEVELS,
     Settings,
     build_settings,
+    core_tables,
     find_config_file,
     read_config,
 )
@@ -44,7 +45,8 @@ EXIT_CODES_HELP = """exit codes:
   5  nothing could be analysed (every analysis was skipped)
 
 other commands:
-  audit plugins [--json]   list installed plugins, their versions, hooks and analyses
+  audit plugins [--json]   list installed plugins, their versions, hooks and analyses, and
+                           every config key (analysis tables and the run-wide [attacks])
 """
 
 
@@ -113,7 +115,8 @@ def _audit_parser() -> _Parser:
         dest="options",
         action="append",
         metavar="ANALYSIS.KEY=VALUE",
-        help="set one analysis parameter (repeatable)",
+        help="set one analysis parameter, or one of the run's attack budget (attacks.KEY); "
+        "repeatable",
     )
     add(
         "-p",
@@ -177,10 +180,18 @@ def _plugins_command(argv: list[str]) -> ExitCode:
     args = parser.parse_args(argv)
     host = _host(args.plugin_flags)
     infos = host.plugin_infos()
+    tables = core_tables()
     if args.json:
-        print(json.dumps([_plugin_dict(info, host) for info in infos], indent=2))
+        core = {t: [_parameter_dict(p) for p in params] for t, params in tables.items()}
+        plugins = [_plugin_dict(info, host) for info in infos]
+        print(json.dumps({"core": core, "plugins": plugins}, indent=2))
         return ExitCode.OK
     console = Console()
+    console.print(f"[bold]core[/] {__version__} (run-wide tables)", highlight=False)
+    for table, params in tables.items():
+        for p in params:
+            line = f"    {table}.{p.name} = {_shown(p.default)}  {p.doc}"
+            console.print(line.rstrip(), highlight=False, markup=False, overflow="fold")
     for info in infos:
         kind = "built-in" if info.builtin else "third-party"
         console.print(f"[bold]{info.name}[/] {info.version} ({kind})", highlight=False)
@@ -212,11 +223,12 @@ def _analysis_dict(analysis: Any) -> dict[str, Any]:
         "name": analysis.name,
         "title": analysis.title,
         "tags": list(analysis.tags),
-        "parameters": [
-            {"name": p.name, "default": _jsonable(p.default), "doc": p.doc}
-            for p in config_parameters(analysis)
-        ],
+        "parameters": [_parameter_dict(p) for p in config_parameters(analysis)],
     }
+
+
+def _parameter_dict(p: Any) -> dict[str, Any]:
+    return {"name": p.name, "default": _jsonable(p.default), "doc": p.doc}
 
 
 def _jsonable(value: Any) -> Any:

@@ -1,11 +1,13 @@
-"""Evidence helpers for analyses (built-in or third-party): sample images, examples."""
+"""Evidence helpers for analyses (built-in or third-party): sample images, examples, plots."""
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import numpy as np
 
 from audit_core.data import AuditData
-from audit_core.findings import Example, image_rows
+from audit_core.findings import Example, Plot, Series, floats, image_rows
 
 
 def image_shape(data: AuditData) -> tuple[int, int] | None:
@@ -49,4 +51,27 @@ def adversarial_example(
         label=int(data.y[position]),
         values=values,
         images=images,
+    )
+
+
+def histogram(
+    plot_id: str,
+    title: str,
+    values: np.ndarray | Sequence[float],
+    *,
+    x_label: str,
+    y_label: str = "samples",
+    series: str | None = None,
+) -> Plot:
+    """A histogram ``Plot`` of the finite entries of ``values`` (NaN and inf are dropped);
+    its one series is called ``series`` (default: the title)."""
+    array = np.asarray(values, dtype=np.float64).ravel()
+    finite = array[np.isfinite(array)]
+    return Plot(
+        id=plot_id,
+        title=title,
+        kind="histogram",
+        x_label=x_label,
+        y_label=y_label,
+        series=(Series(title if series is None else series, floats(finite)),),
     )

@@ -2,9 +2,8 @@
 
 With several models the files go to ``DIR/<model>/<name>.npz``; an analysis of
 all models together (model-transfer) writes ``DIR/<name>.npz`` (its model key is
-``RUN_WIDE``). Each file is
-written to a temporary name and moved into place, so an interrupted run never
-leaves a half-written archive.
+``RUN_WIDE``, as for its findings). Each file is written to a temporary name and
+moved into place, so an interrupted run never leaves a half-written archive.
 """
 
 from __future__ import annotations
@@ -16,8 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-RUN_WIDE = ""
-"""Model key of the exports of an analysis that covers all models of the run."""
+from audit_core.findings import RUN_WIDE
 
 
 def write_exports(

@@ -198,9 +198,28 @@ class Evidence:
     notes: tuple[str, ...] = ()
 
 
+RUN_WIDE = ""
+"""The model key of a finding, run and export about all models of the run together (a
+``multi_model`` analysis such as model-transfer): no one model's name."""
+
+RUN_WIDE_LABEL = "all models"
+"""How reports show ``RUN_WIDE``."""
+
+
+def model_label(model: str) -> str:
+    """A finding's or run's model as reports show it: the name, or "all models"."""
+    return RUN_WIDE_LABEL if model == RUN_WIDE else model
+
+
+def finding_id(analysis: str, check: str, model: str) -> str:
+    """``analysis/check/model``; ``analysis/check`` for a run-wide finding."""
+    return f"{analysis}/{check}" if model == RUN_WIDE else f"{analysis}/{check}/{model}"
+
+
 @dataclass(frozen=True)
 class Finding:
-    """One result of one analysis on one model. Passing checks are findings too."""
+    """One result of one analysis on one model (``model``: its name, or ``RUN_WIDE`` for a
+    finding about all models of the run). Passing checks are findings too."""
 
     id: str
     analysis: str

@@ -77,6 +77,7 @@ class AnalysisRun:
     title: str
     plugin: str
     model: str
+    """The model's name; ``RUN_WIDE`` ("") for a run over all models together."""
     outcome: str  # "ran" | "skipped" | "error"
     reason: str = ""
     seconds: float = 0.0

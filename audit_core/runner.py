@@ -21,7 +21,8 @@ import torch
 
 from audit_core import __version__
 from audit_core.analysis import Analysis, AuditContext, Progress, build_config
-from audit_core.attack_service import AttackService
+from audit_core.attack_budget import ATTACKS_TABLE, MinimalAttackConfig
+from audit_core.attack_service import AttackService, attack_config
 from audit_core.data import (
     AuditData,
     RawData,
@@ -31,8 +32,7 @@ from audit_core.data import (
     with_label_file,
 )
 from audit_core.errors import AuditError, ConfigError, DataError, ExitCode, NotApplicable
-from audit_core.exports import RUN_WIDE
-from audit_core.findings import Evidence, Finding, Method, Severity, Status
+from audit_core.findings import RUN_WIDE, Evidence, Finding, Method, Severity, Status, finding_id
 from audit_core.model import AuditedModel, audited, bundled_dataset
 from audit_core.onnx_import import LoadedModel, load_onnx
 from audit_core.plugins import PluginHost
@@ -76,6 +76,8 @@ class RunOutcome:
 class _Plan:
     analyses: list[Analysis]
     configs: dict[str, Any]
+    attacks: MinimalAttackConfig
+    """The run's one attack budget (the ``[attacks]`` table)."""
 
 
 def run_audit(
@@ -88,7 +90,7 @@ def run_audit(
     runs: list[AnalysisRun] = []
     findings: list[Finding] = []
     exports: dict[tuple[str, str], dict[str, np.ndarray]] = {}
-    attack_services = {m.name: AttackService(m, data, settings.seed) for m in models}
+    attack_services = {m.name: AttackService(m, data, settings.seed, plan.attacks) for m in models}
     for analysis in plan.analyses:
         targets = models[:1] if analysis.multi_model else models
         for model in targets:
@@ -105,8 +107,7 @@ def run_audit(
             )
             runs.append(run)
             findings.extend(found)
-            key = RUN_WIDE if analysis.multi_model else model.name
-            exports.update({(key, name): arrays for name, arrays in exported.items()})
+            exports.update({(run.model, name): arrays for name, arrays in exported.items()})
     report = AuditReport(
         tool_version=__version__,
         started_at=started,
@@ -114,7 +115,7 @@ def run_audit(
         seconds=round(time.perf_counter() - clock, 3),
         seed=settings.seed,
         command=tuple(command),
-        settings=settings.as_dict(),
+        settings={**settings.as_dict(), ATTACKS_TABLE: _config_dict(plan.attacks)},
         fail_on=settings.fail_on,
         models=tuple(m.info(_accuracy(m, data)) for m in models),
         data=_data_info(data),
@@ -136,17 +137,18 @@ def _plan(settings: Settings, host: PluginHost) -> _Plan:
         raise ConfigError(
             f"unknown analysis or tag {error.args[0]!r} in --only/--skip (known: {known})"
         ) from error
-    unknown_tables = sorted(set(settings.analysis_options) - set(host.analyses))
+    tables = settings.analysis_options
+    unknown_tables = sorted(set(tables) - set(host.analyses) - {ATTACKS_TABLE})
     if unknown_tables:
         raise ConfigError(
             f"{settings.config_file or 'options'}: unknown analysis {unknown_tables[0]!r} "
-            f"(known: {', '.join(sorted(host.analyses)) or 'none'})"
+            f"(known: {', '.join(sorted(host.analyses)) or 'none'}; the run's attack budget "
+            f"is the table {ATTACKS_TABLE!r})"
         )
     where = settings.config_file or "-o"
-    configs = {
-        a.name: build_config(a, settings.analysis_options.get(a.name, {}), where) for a in analyses
-    }
-    return _Plan(analyses, configs)
+    attacks = attack_config(tables.get(ATTACKS_TABLE, {}), where)
+    configs = {a.name: build_config(a, tables.get(a.name, {}), where) for a in analyses}
+    return _Plan(analyses, configs, attacks)
 
 
 # ------------------------------------------------------------ models and data
@@ -256,7 +258,7 @@ def _run_one(
         "analysis": analysis.name,
         "title": analysis.title or analysis.name,
         "plugin": host.owner.get(analysis.name, ""),
-        "model": "all models" if analysis.multi_model else model.name,
+        "model": RUN_WIDE if analysis.multi_model else model.name,
         "config": _config_dict(config),
         "description": analysis.description,
     }
@@ -312,14 +314,14 @@ def _context(
         settings=settings,
         rng=np.random.default_rng(seed),
         generator=torch.Generator().manual_seed(int(np.random.default_rng(seed).integers(2**62))),
-        progress=ui.start(analysis, "all models" if analysis.multi_model else model.name),
+        progress=ui.start(analysis, RUN_WIDE if analysis.multi_model else model.name),
         attacks=attacks,
     )
 
 
 def _skipped_finding(analysis: Analysis, model: str, reason: str) -> Finding:
     return Finding(
-        id=f"{analysis.name}/skipped/{model}",
+        id=finding_id(analysis.name, "skipped", model),
         analysis=analysis.name,
         title=f"{analysis.title or analysis.name}: not applicable",
         severity=Severity.INFO,
@@ -334,7 +336,7 @@ def _skipped_finding(analysis: Analysis, model: str, reason: str) -> Finding:
 def _error_finding(analysis: Analysis, model: str, error: Exception) -> Finding:
     message = f"{type(error).__name__}: {error}"
     return Finding(
-        id=f"{analysis.name}/error/{model}",
+        id=finding_id(analysis.name, "error", model),
         analysis=analysis.name,
         title=f"{analysis.title or analysis.name} crashed",
         severity=Severity.HIGH,

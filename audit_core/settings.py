@@ -1,8 +1,10 @@
 """Run settings: command line merged over ``audit.toml`` / ``[tool.robustness-audit]``.
 
-Global keys have the names of the long command-line options; every other
-table is one analysis's own parameters (``[attack-bound]`` in audit.toml,
-``[tool.robustness-audit.attack-bound]`` in pyproject.toml).
+Global keys have the names of the long command-line options; a table is either
+the core's ``[attacks]`` (the run's one attack budget, ``audit_core.attack_budget``)
+or one analysis's own parameters (``[attack-bound]`` in audit.toml,
+``[tool.robustness-audit.attack-bound]`` in pyproject.toml). ``-o TABLE.KEY=VALUE``
+sets a key of either kind; the runner validates every table before anything runs.
 """
 
 from __future__ import annotations
@@ -11,9 +13,12 @@ import math
 import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from audit_core.errors import ConfigError
+
+if TYPE_CHECKING:
+    from audit_core.config import Parameter
 
 SEVERITY_LEVELS = ("info", "low", "medium", "high", "critical", "never")
 NORMS = ("l2", "linf")
@@ -75,6 +80,14 @@ GLOBAL_KEYS = {f.name.replace("_", "-") for f in fields(Settings)} - {
     "config-file",
     "models",
 }
+
+
+def core_tables() -> dict[str, tuple[Parameter, ...]]:
+    """The config tables the core owns (not an analysis), with their keys: ``attacks``."""
+    from audit_core.attack_budget import ATTACKS_TABLE
+    from audit_core.attack_service import attack_parameters
+
+    return {ATTACKS_TABLE: attack_parameters()}
 
 
 def find_config_file(explicit: str | None, cwd: Path) -> Path | None:

@@ -37,6 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # certificate_campaign
 CORPUS = Path(
     os.environ.get("AUDIT_CORPUS", Path(__file__).resolve().parents[2] / "shared" / "corpus")
 )
@@ -106,8 +107,8 @@ def run_case(case: Case) -> Row:
 
     from audit_core.model import open_model
     from audit_core.onnx_import import load_onnx
-    from audit_plugins._certificates_campaign import AttackBudget, attack_certificate
-    from audit_plugins.certificates import decision_boundary_certificate, simplex_certificate
+    from audit_plugins.certificates.radii import decision_boundary_certificate, simplex_certificate
+    from certificate_campaign import AttackBudget, attack_certificate
 
     torch.set_num_threads(1)
     clock = time.perf_counter()

@@ -1,6 +1,6 @@
 """Speed of the batched simplex certificate (Singla & Feizi 2019, Table 1) against its floor.
 
-The certificate (``audit_plugins.certificates.simplex_certificate``: Algorithm 1 via
+The certificate (``audit_plugins.certificates.radii.simplex_certificate``: Algorithm 1 via
 ``audit_core.linearize``, face distances P_min, decision distances d_min, safety
 margin, all float64) is timed per sample on
 
@@ -34,7 +34,7 @@ import torch
 
 from audit_core.onnx_import import load_onnx
 from audit_core.testing import mlp_onnx, random_mlp
-from audit_plugins.certificates import simplex_certificate
+from audit_plugins.certificates.radii import simplex_certificate
 
 CORPUS = Path(
     os.environ.get("AUDIT_CORPUS", Path(__file__).resolve().parents[2] / "shared" / "corpus")

@@ -32,7 +32,7 @@ from threadpoolctl import threadpool_limits
 
 import audit_model_zoo as zoo
 from audit_core.onnx_import import load_onnx
-from audit_plugins._lower_bounds_collisions import (
+from audit_plugins.lower_bounds.collisions import (
     Pairs,
     SearchSettings,
     affine_distances,
@@ -40,8 +40,8 @@ from audit_plugins._lower_bounds_collisions import (
     relu_collisions,
     worker_count,
 )
-from audit_plugins._lower_bounds_descent import DescentSettings, descend, make_chain
-from audit_plugins._lower_bounds_prefix import build_prefixes
+from audit_plugins.lower_bounds.descent import DescentSettings, descend, make_chain
+from audit_plugins.lower_bounds.prefix import build_prefixes
 
 CORPUS = Path(os.environ.get("AUDIT_CORPUS", Path(__file__).resolve().parents[2] / "shared/corpus"))
 CORPUS_MNIST = CORPUS / "mnistfc"

@@ -35,7 +35,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from audit_model_zoo.training import sphere_data, train_depth2_exponential
-from audit_plugins._kkt_geometry import (
+from audit_plugins.kkt.geometry import (
     Depth2Net,
     kkt_fit,
     line_pieces,

@@ -29,7 +29,7 @@ import torch
 import audit_model_zoo as zoo
 from audit_core.attacks import deepfool, iterated_fgsm
 from audit_core.model import open_model
-from audit_plugins.certificates import decision_boundary_certificate, simplex_certificate
+from audit_plugins.certificates.radii import decision_boundary_certificate, simplex_certificate
 
 TWO_LAYER = ("digits_mlp2", "nonneg_2layer", "sphere_depth2")
 THREE_LAYER = ("digits_mlp3", "binary_fc3_benign", "binary_fc3_pgd")

@@ -45,6 +45,7 @@ from audit_core.findings import (
     Severity,
     Status,
     Threshold,
+    model_label,
 )
 from audit_core.report_model import AnalysisRun, AuditReport, DataInfo, ModelInfo, PluginInfo
 
@@ -54,9 +55,6 @@ from .plots import image_svg, plot_svg
 
 CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:"
 """The page's Content-Security-Policy: nothing may be fetched; inline styles and data: images."""
-
-ALL_MODELS = "all models"
-"""How a finding or run with an empty ``model`` (one about the model set) is labelled."""
 
 _HASH_CHARS = 12
 
@@ -204,7 +202,7 @@ def _details(summary: str, body: str, cls: str = "") -> str:
 
 
 def _model_label(model: str) -> str:
-    return esc(model) if model else ALL_MODELS
+    return esc(model_label(model))
 
 
 # ---------------------------------------------------------------- document
@@ -659,19 +657,15 @@ class _ModelGroup:
 def _group(report: AuditReport) -> dict[str, dict[str, _ModelGroup]]:
     """analysis -> model -> runs and findings, in order of first appearance.
 
-    A finding goes with the run of its analysis on its model; when the analysis has no
-    run on that model but exactly one run (a multi-model analysis, whose run is filed
-    under "all models"), it goes with that run.
+    A finding goes with the run of its analysis on its model (``RUN_WIDE`` for a
+    multi-model analysis: its run and its findings share that key).
     """
     groups: dict[str, dict[str, _ModelGroup]] = {}
     for run in report.analyses:
         groups.setdefault(run.analysis, {}).setdefault(run.model, _ModelGroup()).runs.append(run)
     for index, finding in enumerate(report.findings):
         group = groups.setdefault(finding.analysis, {})
-        model = finding.model
-        if model not in group and len(group) == 1:
-            model = next(iter(group))
-        group.setdefault(model, _ModelGroup()).findings.append((index, finding))
+        group.setdefault(finding.model, _ModelGroup()).findings.append((index, finding))
     return groups
 
 

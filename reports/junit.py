@@ -97,9 +97,8 @@ def _suite_element(name: str, suite: _Suite, timestamp: str) -> ET.Element:
 
 
 def _has_no_findings(run: AnalysisRun, suite: _Suite) -> bool:
-    """A run without a finding of its own (a multi-model run owns all of its suite's)."""
-    if len(suite.runs) == 1:
-        return not suite.findings
+    """A run without a finding of its own (one on its model, ``RUN_WIDE`` for a run over
+    all models)."""
     return not any(f.model == run.model for f in suite.findings)
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
-from audit_core.findings import Finding, Status
+from audit_core.findings import Finding, Status, model_label
 from audit_core.report_model import AnalysisRun, AuditReport
 
 from .formatting import fmt_text, key_metric
@@ -109,7 +109,7 @@ def _failing_row(finding: Finding, gating: bool) -> str:
     title = md(finding.title or finding.id, 80)
     return (
         f"| {severity} | {finding.status.value} | {md(finding.analysis, 60)} | "
-        f"{md(finding.model, 60) or 'all models'} | {title}: {md(finding.summary)} | {metric} |"
+        f"{md(model_label(finding.model), 60)} | {title}: {md(finding.summary)} | {metric} |"
     )
 
 
@@ -126,7 +126,7 @@ def _analysis_lines(runs: Iterable[AnalysisRun]) -> list[str]:
     for run in runs:
         outcome = {"ran": "ran", "skipped": "skipped", "error": "crashed"}.get(run.outcome, "?")
         text = run.headline if run.outcome == "ran" else run.reason
-        model = md(run.model, 60) or "all models"
+        model = md(model_label(run.model), 60)
         lines.append(
             f"- **{md(run.analysis, 60)}** ({model}): {outcome}" + (f": {md(text)}" if text else "")
         )

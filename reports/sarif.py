@@ -25,7 +25,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from audit_core.findings import Finding, Severity, Status
+from audit_core.findings import RUN_WIDE, Finding, Severity, Status
 from audit_core.report_model import AnalysisRun, AuditReport, ModelInfo
 
 from .json_report import plain
@@ -168,8 +168,11 @@ def _message(finding: Finding) -> str:
 
 
 def _locations(finding: Finding, models: Sequence[ModelInfo], root: Path) -> list[dict[str, Any]]:
-    """The model file the finding is about (every model for a finding about the set)."""
-    chosen = [m for m in models if m.name == finding.model] or list(models)
+    """The model file the finding is about (every model for a run-wide finding)."""
+    if finding.model == RUN_WIDE:
+        chosen = list(models)
+    else:
+        chosen = [m for m in models if m.name == finding.model]
     return [
         {
             "physicalLocation": {

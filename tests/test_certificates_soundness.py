@@ -33,8 +33,8 @@ from audit_core.labels import predict
 from audit_core.model import AuditedModel, open_model
 from audit_core.onnx_import import load_onnx
 from audit_core.testing import mlp_onnx, random_mlp
-from audit_plugins._certificates_campaign import AttackBudget, attack_certificate
-from audit_plugins.certificates import decision_boundary_certificate, simplex_certificate
+from audit_plugins.certificates.radii import decision_boundary_certificate, simplex_certificate
+from certificate_campaign import AttackBudget, attack_certificate
 from helpers import corpus
 
 BUDGET = AttackBudget(pgd_steps=40, pgd_restarts=4, random_samples=300, minimal=None)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import html
 import json
 import pickle
@@ -14,6 +15,7 @@ import pytest
 from onnx import TensorProto, helper
 
 from audit_core import __version__
+from audit_core.attack_budget import MinimalAttackConfig
 from audit_core.testing import mlp_onnx, random_mlp, save_dataset, save_model
 from helpers import corpus, install_plugin
 
@@ -132,7 +134,8 @@ def test_config_file_and_command_line_precedence(
     run_audit, tiny_model, tiny_data, tmp_path
 ) -> None:
     (tmp_path / "audit.toml").write_text(
-        "eps = [0.3]\nsamples = 5\nseed = 3\n[attack-bound]\nrestarts = 1\nworst-examples = 2\n"
+        "eps = [0.3]\nsamples = 5\nseed = 3\n[attack-bound]\nworst-examples = 2\n"
+        "[attacks]\nrestarts = 1\n"
     )
     run = run_audit(tiny_model, "--data", tiny_data, "--samples", "7")
     assert run.exit_code == 0, run.stderr
@@ -140,18 +143,28 @@ def test_config_file_and_command_line_precedence(
     assert settings["samples"] == 7  # the command line wins
     assert settings["eps"] == [0.3] and settings["seed"] == 3
     config = next(a["config"] for a in run.report["analyses"] if a["analysis"] == "attack-bound")
-    assert config["restarts"] == 1 and config["worst_examples"] == 2
+    assert settings["attacks"]["restarts"] == 1 and config["worst_examples"] == 2
 
 
 def test_pyproject_table_and_dash_o_override(run_audit, tiny_model, tiny_data, tmp_path) -> None:
     (tmp_path / "pyproject.toml").write_text(
-        "[tool.robustness-audit]\nsamples = 4\n[tool.robustness-audit.attack-bound]\nsteps = 7\n"
+        "[tool.robustness-audit]\nsamples = 4\n[tool.robustness-audit.attacks]\nsteps = 7\n"
+        "[tool.robustness-audit.attack-bound]\nworst-examples = 3\n"
     )
-    run = run_audit(tiny_model, "--data", tiny_data, "-o", "attack-bound.steps=9")
+    run = run_audit(
+        tiny_model,
+        "--data",
+        tiny_data,
+        "-o",
+        "attacks.steps=9",
+        "-o",
+        "attack-bound.worst_examples=1",
+    )
     assert run.exit_code == 0, run.stderr
     assert run.report["settings"]["samples"] == 4
+    assert run.report["settings"]["attacks"]["steps"] == 9
     config = next(a["config"] for a in run.report["analyses"] if a["analysis"] == "attack-bound")
-    assert config["steps"] == 9
+    assert config["worst_examples"] == 1
 
 
 def test_fidelity_tolerance_setting_reaches_the_check(
@@ -212,7 +225,7 @@ def test_model_zoo_model_finds_its_dataset(run_audit, tmp_path) -> None:
 def test_plugins_listing(run_audit) -> None:
     run = run_audit("plugins", "--json")
     assert run.exit_code == 0
-    listing = json.loads(run.stdout)
+    listing = json.loads(run.stdout)["plugins"]
     builtin = next(p for p in listing if p["name"] == "attack-bound")
     assert builtin["builtin"] is True
     assert "audit_register_analyses" in builtin["hooks"]
@@ -225,7 +238,8 @@ def test_plugins_listing_documents_every_parameter(run_audit, monkeypatch) -> No
     """``audit plugins`` is where a user finds each analysis's config keys and defaults."""
     monkeypatch.delenv("AUDIT_PLUGINS")
     listing = json.loads(run_audit("plugins", "--json").stdout)
-    analyses = {a["name"]: a for p in listing if p["builtin"] for a in p["analyses"]}
+    plugins = listing["plugins"]
+    analyses = {a["name"]: a for p in plugins if p["builtin"] for a in p["analyses"]}
     assert len(analyses) == 7
     for name, analysis in analyses.items():
         assert analysis["parameters"], name
@@ -234,14 +248,23 @@ def test_plugins_listing_documents_every_parameter(run_audit, monkeypatch) -> No
     lower = {p["name"]: p for p in analyses["lower-bounds"]["parameters"]}
     assert lower["max_search_size"]["default"] == 2_000_000
     assert lower["eps_grid"]["default"] == []
+    attacks = {p["name"]: p for p in listing["core"]["attacks"]}
+    assert set(attacks) == set(dataclasses.asdict(MinimalAttackConfig()))
+    assert all(p["doc"] for p in attacks.values()), attacks
+    assert attacks["steps"]["default"] == 40 and attacks["search_radius"]["default"] == 0.0
+    for name in ("attack-bound", "certificates"):  # the budget is the run's, not theirs
+        keys = {p["name"] for p in analyses[name]["parameters"]}
+        assert not keys & set(attacks), (name, keys & set(attacks))
     text = run_audit("plugins").stdout
     assert "lower-bounds.max_search_size = 2000000" in text
     assert "model-transfer.norms = linf,l2" in text  # as written in -o A.KEY=VALUE
+    assert "attacks.steps = 40  PGD iterations per restart and bisection step." in text
+    assert "attacks.bisection_steps = 10" in text
 
 
 def test_dash_p_blocks_a_plugin(run_audit) -> None:
     listing = json.loads(run_audit("plugins", "--json", "-p", "no:attack-bound").stdout)
-    assert "attack-bound" not in [p["name"] for p in listing]
+    assert "attack-bound" not in [p["name"] for p in listing["plugins"]]
     typo = run_audit("plugins", "-p", "no:atack-bound")
     _assert_one_line_error(typo, 4, "no:atack-bound", "no installed plugin", "attack-bound")
 
@@ -399,10 +422,13 @@ def test_pickled_data_is_refused(run_audit, tmp_path, tiny_model) -> None:
         (["--format", "pdf"], "unknown format"),
         (["--only", "no-such-analysis"], "no-such-analysis"),
         (["-o", "attack-bound.nonsense=3"], "nonsense"),
-        (["-o", "attack-bound.steps=many"], "steps"),
+        (["-o", "attacks.steps=many"], "attacks.steps must be int"),
+        (["-o", "attacks.nonsense=3"], "unknown option 'nonsense' for table 'attacks'"),
         (["-o", "ghost.steps=3"], "ghost"),
-        (["-o", "attack-bound.restarts=0"], "attack-bound.restarts must be at least 1"),
+        (["-o", "attacks.restarts=0"], "attacks.restarts must be at least 1"),
+        (["-o", "attacks.step_fraction=0"], "attacks.step_fraction must be positive"),
         (["-o", "attack-bound.fail_below=-1"], "attack-bound.fail_below must be at least 0"),
+        (["-o", "attack-bound.steps=5"], "the attack budget is one per run, set attacks.steps"),
     ],
 )
 def test_bad_options(run_audit, tmp_path, tiny_model, tiny_data, args, needle) -> None:
@@ -416,6 +442,9 @@ def test_bad_options(run_audit, tmp_path, tiny_model, tiny_data, args, needle) -
     [
         ("frobnicate = 1\n", "frobnicate"),
         ("[attack-bound]\nwobble = 2\n", "wobble"),
+        ("[attacks]\nwobble = 2\n", "wobble"),
+        ("[attacks]\nsteps = 0\n", "audit.toml: attacks.steps must be at least 1"),
+        ("[attack-bound]\nbisection-steps = 4\n", "set attacks.bisection_steps"),
         ("eps = 'lots'\n", "eps"),
         ("this is not toml", "invalid TOML"),
     ],
@@ -452,7 +481,7 @@ def test_corpus_model_with_corpus_samples(run_audit, tmp_path) -> None:
         "--eps",
         "0.5",
         "-o",
-        "attack-bound.bisection-steps=4",
+        "attacks.bisection-steps=4",
     )
     assert run.exit_code == 0, run.stderr
     assert run.report["models"][0]["accuracy"] == 1.0
@@ -544,6 +573,7 @@ def test_data_without_labels_is_said_in_every_report(run_audit, tiny_model, tmp_
         ("certificates.runtime_points=-1", "certificates.runtime_points must be at least 0"),
         ("kkt.slack=-0.1", "kkt.slack must be at least 0"),
         ("convex-transfer.max_scale=0", "convex-transfer.max_scale must be positive"),
+        ("certificates.restarts=2", "the attack budget is one per run, set attacks.restarts"),
     ],
 )
 def test_out_of_range_analysis_parameters_are_usage_errors(

@@ -73,7 +73,7 @@ def test_pip_installed_plugin_is_listed(example, tmp_path) -> None:
     only = "attack-bound,lipschitz-certificate"
     listing = _audit(site, "plugins", "--json", cwd=tmp_path, AUDIT_PLUGINS=only)
     assert listing.returncode == 0, listing.stderr
-    plugins = {p["name"]: p for p in json.loads(listing.stdout)}
+    plugins = {p["name"]: p for p in json.loads(listing.stdout)["plugins"]}
     plugin = plugins["lipschitz-certificate"]
     assert plugin["version"] == "0.1.0" and plugin["builtin"] is False
     assert plugin["hooks"] == ["audit_register_analyses"] and plugin["error"] is None

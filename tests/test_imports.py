@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import ast
+import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -41,26 +44,56 @@ def test_no_import_against_the_direction(package) -> None:
         assert not roots & FORBIDDEN[package], f"{path} imports {roots & FORBIDDEN[package]}"
 
 
-PLUGIN_MODULES = sorted(
-    (p.stem for p in (ROOT / "plugins").glob("*.py") if not p.stem.startswith("_")),
-    key=len,
-    reverse=True,
-)
+PLUGIN_PACKAGES = sorted(p.parent.name for p in (ROOT / "plugins").glob("*/__init__.py"))
 
 
-def _family(module: str) -> str:
-    """The plugin a module belongs to: ``lower_bounds`` for ``_lower_bounds_graph``."""
-    name = module.rsplit(".", 1)[-1]
-    if not name.startswith("_"):
-        return name
-    owner = next((p for p in PLUGIN_MODULES if name[1:].startswith(p + "_")), None)
-    return owner or name
+def test_every_built_in_plugin_is_a_package() -> None:
+    """plugins/ holds one package per plugin (hook in __init__, computation modules,
+    findings.py) and nothing else."""
+    loose = sorted(p.name for p in (ROOT / "plugins").glob("*.py") if p.name != "__init__.py")
+    assert loose == []
+    assert PLUGIN_PACKAGES == ["attack_bound", "certificates", "kkt", "lower_bounds", "transfer"]
+    for package in PLUGIN_PACKAGES:
+        assert (ROOT / "plugins" / package / "findings.py").is_file(), package
+
+
+def _family_of_module(module: str) -> str:
+    """The plugin an ``audit_plugins.X[.Y]`` import belongs to: X."""
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else ""
 
 
 def test_a_plugin_never_imports_another_plugin() -> None:
-    """A plugin may import its own private helpers (``_<plugin>_*.py``), nothing else."""
+    """A plugin's modules import the core and their own package, nothing else of plugins/."""
     for path in _modules("plugins"):
-        family = _family(path.stem)
+        family = path.relative_to(ROOT / "plugins").parts[0]
         imported = {n for n in _imports(path) if n.startswith("audit_plugins")}
-        foreign = {n for n in imported if _family(n) != family}
+        foreign = {n for n in imported if _family_of_module(n) != family}
         assert not foreign, f"{path} imports another plugin: {foreign}"
+
+
+HEAVY = {"torch", "scipy", "cvxpy", "sklearn", "networkx", "matplotlib", "onnx", "onnxruntime"}
+LOADED_BY = """
+import json, sys
+import audit_core.analysis, audit_core.findings, audit_core.hookspecs
+before = set(sys.modules)
+import audit_plugins.{package}
+print(json.dumps(sorted(set(sys.modules) - before)))
+"""
+
+
+@pytest.mark.parametrize("package", PLUGIN_PACKAGES)
+def test_a_plugin_package_loads_only_its_hook_and_config(package) -> None:
+    """``audit plugins`` and ``--help`` load every plugin: a package's ``__init__`` (hook,
+    Analysis, Config) imports no heavy library and none of its computation modules beyond
+    what the core's plugin contract already loads; ``run()`` imports them."""
+    done = subprocess.run(
+        [sys.executable, "-c", LOADED_BY.format(package=package)],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=ROOT,
+    )
+    added = set(json.loads(done.stdout))
+    assert {m.split(".")[0] for m in added} & HEAVY == set(), added
+    assert added <= {"audit_plugins", f"audit_plugins.{package}"}, added

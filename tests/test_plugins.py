@@ -137,7 +137,7 @@ def test_third_party_plugin_is_listed_runs_and_is_in_the_report(
     site, run_audit, tiny_model, tiny_data
 ) -> None:
     install_plugin(site, "good-plugin", GOOD_PLUGIN)
-    listing = {p["name"]: p for p in json.loads(run_audit("plugins", "--json").stdout)}
+    listing = {p["name"]: p for p in json.loads(run_audit("plugins", "--json").stdout)["plugins"]}
     plugin = listing["good-plugin"]
     assert plugin["version"] == "1.2.3" and plugin["builtin"] is False
     assert plugin["hooks"] == ["audit_register_analyses", "audit_run_finished"]
@@ -202,7 +202,7 @@ def test_broken_plugins_are_reported_not_fatal(
     install_plugin(site, "unknown-hook", UNKNOWN_HOOK)
     install_plugin(site, "duplicate", DUPLICATE_AND_INVALID)
     monkeypatch.setenv("AUDIT_PLUGINS", "attack-bound,broken,unknown-hook,duplicate")
-    listing = {p["name"]: p for p in json.loads(run_audit("plugins", "--json").stdout)}
+    listing = {p["name"]: p for p in json.loads(run_audit("plugins", "--json").stdout)["plugins"]}
     assert "cannot be imported" in listing["broken"]["error"]
     assert "audit_frobnicate" in listing["unknown-hook"]["error"]
     errors = listing["duplicate"]["error"]
@@ -217,10 +217,10 @@ def test_broken_plugins_are_reported_not_fatal(
 def test_environment_variable_limits_loading(site, run_audit, monkeypatch) -> None:
     install_plugin(site, "good-plugin", GOOD_PLUGIN)
     monkeypatch.setenv("AUDIT_PLUGINS", "good-plugin")
-    names = [p["name"] for p in json.loads(run_audit("plugins", "--json").stdout)]
+    names = [p["name"] for p in json.loads(run_audit("plugins", "--json").stdout)["plugins"]]
     assert names == ["good-plugin"]
     monkeypatch.setenv("AUDIT_PLUGINS", "")
-    assert json.loads(run_audit("plugins", "--json").stdout) == []
+    assert json.loads(run_audit("plugins", "--json").stdout)["plugins"] == []
 
 
 def test_data_loader_hook_reads_a_new_format(

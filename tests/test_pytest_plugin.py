@@ -101,11 +101,11 @@ def test_runner_reports_usage_errors(audit_runner, audit_model_builder) -> None:
 
 
 def test_runner_limits_installed_plugins(audit_runner) -> None:
-    names = [p["name"] for p in json.loads(audit_runner("plugins", "--json").stdout)]
+    names = [p["name"] for p in json.loads(audit_runner("plugins", "--json").stdout)["plugins"]]
     assert "attack-bound" in names
-    only = json.loads(audit_runner("plugins", "--json", plugins=["attack-bound"]).stdout)
+    only = json.loads(audit_runner("plugins", "--json", plugins=["attack-bound"]).stdout)["plugins"]
     assert [p["name"] for p in only] == ["attack-bound"]
-    assert json.loads(audit_runner("plugins", "--json", plugins=[]).stdout) == []
+    assert json.loads(audit_runner("plugins", "--json", plugins=[]).stdout)["plugins"] == []
 
 
 def test_registered_plugin_is_listed_and_can_be_blocked(
@@ -113,13 +113,13 @@ def test_registered_plugin_is_listed_and_can_be_blocked(
 ) -> None:
     name = audit_register_plugin(PLUGIN, name="counting")
     assert name == "counting" and plugin_host.EXTRA_PLUGINS["counting"] is PLUGIN
-    (listed,) = json.loads(audit_runner("plugins", "--json", plugins=[]).stdout)
+    (listed,) = json.loads(audit_runner("plugins", "--json", plugins=[]).stdout)["plugins"]
     assert listed["name"] == "counting" and listed["version"] == "9.9"
     assert listed["analyses"] == [
         {"name": "parameter-count", "title": "Parameter count", "tags": [], "parameters": []}
     ]
     blocked = audit_runner("plugins", "--json", "-p", "no:counting", plugins=[])
-    assert json.loads(blocked.stdout) == []
+    assert json.loads(blocked.stdout)["plugins"] == []
 
 
 def test_registrar_cleans_up_and_refuses_clashes() -> None:

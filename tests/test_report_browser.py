@@ -50,7 +50,7 @@ FLAGS = (
 MARK = "<script>document.title='pwned';window.__xss=1</script>"
 MARK_IMG = "<img src=x onerror=\"document.title='pwned';window.__xss=1\">"
 AUDIT_BUDGET = {"steps": 10, "restarts": 1, "bisection_steps": 4}
-"""Attack budgets lowered for speed, for every installed analysis whose Config has them."""
+"""Attack budgets lowered for speed: the [attacks] table and any analysis Config with them."""
 
 
 def _require_browser() -> None:
@@ -141,10 +141,13 @@ def assert_no_script_ran(driver, report) -> None:
 
 
 def _budget_options() -> list[str]:
-    """``-o name.key=value`` lowering attack budgets, for whichever analyses have them."""
+    """``-o table.key=value`` lowering attack budgets: the run's ``[attacks]`` table, and
+    every installed analysis whose Config has its own (model-transfer's iterations)."""
     host = PluginHost()
     host.load_entry_points()
-    options = []
+    options = [
+        arg for key, value in AUDIT_BUDGET.items() for arg in ("-o", f"attacks.{key}={value}")
+    ]
     for name, analysis in host.analyses.items():
         for field in dataclasses.fields(analysis.Config):
             value = AUDIT_BUDGET.get(field.name)

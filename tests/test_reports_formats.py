@@ -24,7 +24,8 @@ from test_reports import (
     theorem_finding,
 )
 
-from audit_core.findings import Finding, Metric, Severity, Status
+from audit_core.findings import RUN_WIDE, Finding, Metric, Severity, Status
+from audit_core.report_model import AnalysisRun
 from audit_reports import junit, markdown, sarif
 from audit_reports.json_report import from_dict, render_json, to_dict
 from audit_reports.junit import render_junit
@@ -268,6 +269,24 @@ def test_junit_survives_control_characters() -> None:
     message = root.find("testsuite/testcase/failure").get("message")
     assert message == "bell\ufffd nul\ufffd esc\ufffd[31m red\ufffd"
     assert junit.xml_text("ok\ttab\nline") == "ok\ttab\nline"
+
+
+def test_run_wide_findings_are_about_every_model_in_every_format() -> None:
+    """A multi-model analysis's run and findings share the key ``RUN_WIDE``: no format
+    files them under one model or needs to guess which run they belong to."""
+    run = AnalysisRun("model-transfer", "Transfer", "p", RUN_WIDE, "ran", headline="h")
+    finding = dataclasses.replace(
+        certified_finding(), id="model-transfer/matrix", analysis="model-transfer", model=RUN_WIDE
+    )
+    report = make_report(analyses=(run,), findings=(finding,))
+    (result,) = to_sarif(report, base=Path("/"))["runs"][0]["results"]
+    assert len(result["locations"]) == len(report.models) == 2
+    assert result["properties"]["model"] == RUN_WIDE
+    (case,) = parse_junit(render_junit(report)).findall("testsuite/testcase")  # no empty run
+    assert case.get("name") == finding.title and case.find("failure") is not None
+    text = render_markdown(report)
+    assert "| model-transfer | all models | " in table_rows(text)[1]
+    assert "- **model-transfer** (all models): ran: h" in text
 
 
 # ---------------------------------------------------------------- Markdown

@@ -22,7 +22,7 @@ from test_reports import (
     theorem_finding,
 )
 
-from audit_core.findings import Finding, Method, Metric, Severity, Status, Threshold
+from audit_core.findings import RUN_WIDE, Finding, Method, Metric, Severity, Status, Threshold
 from audit_core.report_model import AnalysisRun
 from audit_reports.formatting import key_metric
 from audit_reports.html_report import render_html
@@ -158,8 +158,8 @@ def test_analysis_section_says_what_was_checked_and_how() -> None:
 
 
 def test_multi_model_run_owns_its_findings() -> None:
-    run = AnalysisRun("model-transfer", "Transfer", "p", "all models", "ran", headline="h")
-    finding = dataclasses.replace(empirical_finding(), model="mnist-mlp")
+    run = AnalysisRun("model-transfer", "Transfer", "p", RUN_WIDE, "ran", headline="h")
+    finding = dataclasses.replace(empirical_finding(), model=RUN_WIDE)
     page = render_html(make_report(analyses=(run,), findings=(finding,)))
     analysis = section(page, "analysis-0")
     assert analysis.count("<h3>Model: ") == 1 and "<h3>Model: all models</h3>" in analysis

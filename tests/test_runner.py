@@ -11,7 +11,7 @@ import audit_model_zoo as zoo
 from audit_core.analysis import Analysis, Requirements
 from audit_core.console import QuietUI
 from audit_core.errors import ExitCode
-from audit_core.findings import Method, Severity, Status
+from audit_core.findings import RUN_WIDE, Method, Severity, Status
 from audit_core.plugins import PluginHost
 from audit_core.runner import run_audit
 from audit_core.settings import Settings
@@ -116,7 +116,41 @@ def test_multi_model_analysis_runs_once() -> None:
     Probe.seen = []
     path = zoo.model_path("digits_linear")
     outcome = _run(_host(Together()), path, path, samples=4)
-    assert len(Probe.seen) == 1 and outcome.report.analyses[0].model == "all models"
+    assert len(Probe.seen) == 1 and outcome.report.analyses[0].model == RUN_WIDE
+
+
+def test_run_wide_findings_runs_and_exports_share_one_key() -> None:
+    """A multi-model analysis's run, findings, skip and exports are all keyed ``RUN_WIDE``,
+    never by the first model's name."""
+
+    class Together(Probe):
+        name = "together"
+        multi_model = True
+
+        def run(self, ctx):
+            ctx.export("together", value=np.arange(3))
+            yield from super().run(ctx)
+
+    class Apart(Together):
+        name = "apart"
+        requires = Requirements(min_models=3)
+
+    path = zoo.model_path("digits_linear")
+    outcome = _run(_host(Together(), Apart()), path, path, samples=4)
+    (finding, skipped) = outcome.report.findings
+    assert (finding.id, finding.model) == ("together/ok", RUN_WIDE)
+    assert (skipped.id, skipped.model, skipped.status) == (
+        "apart/skipped",
+        RUN_WIDE,
+        Status.SKIPPED,
+    )
+    assert [run.model for run in outcome.report.analyses] == [RUN_WIDE, RUN_WIDE]
+    assert list(outcome.exports) == [(RUN_WIDE, "together")]
+    single = _run(_host(Probe()), path, path, samples=4)  # per-model findings keep the names
+    assert [f.id for f in single.report.findings] == [
+        "probe/ok/digits_linear",
+        "probe/ok/digits_linear-2",
+    ]
 
 
 def test_default_eps_follows_the_data_scale() -> None:

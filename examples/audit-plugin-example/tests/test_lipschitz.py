@@ -133,7 +133,7 @@ def test_listed_by_audit_plugins(audit_runner) -> None:
     """Needs the package installed (its entry point), as after ``pip install -e .``."""
     import json
 
-    listing = json.loads(audit_runner("plugins", "--json").stdout)
+    listing = json.loads(audit_runner("plugins", "--json").stdout)["plugins"]
     plugin = next(p for p in listing if p["name"] == "lipschitz-certificate")
     assert plugin["version"] == audit_lipschitz.__version__ and plugin["builtin"] is False
     assert plugin["analyses"][0]["name"] == "lipschitz-certificate"

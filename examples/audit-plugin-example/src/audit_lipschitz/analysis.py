@@ -29,6 +29,7 @@ import numpy as np
 
 from audit_core import labels
 from audit_core.analysis import Analysis, AuditContext, Requirements
+from audit_core.evidence import histogram
 from audit_core.findings import (
     Evidence,
     Finding,
@@ -39,10 +40,10 @@ from audit_core.findings import (
     Series,
     Severity,
     Status,
-    Threshold,
     floats,
     summarize,
 )
+from audit_core.grading import grade
 from audit_core.linearize import decision_distances, linearize
 
 from .norms import DEFAULT_MAX_ENTRIES, LipschitzBound, lipschitz_bound
@@ -187,7 +188,15 @@ def _radius_finding(
 ) -> Finding:
     eps = ctx.eps[0]
     accuracy = _certified(radii.lipschitz, eps)
-    status, severity = _judge(accuracy, config)
+    judged = grade(  # NaN (nothing measured) fails too
+        accuracy,
+        "certified_accuracy",
+        ">=",
+        fail=config.fail_below,
+        warn=config.warn_below,
+        fail_severity=Severity.MEDIUM,
+        warn_severity=Severity.LOW,
+    )
     compared = radii.compared
     metrics = [
         Metric("certified_accuracy", accuracy, "fraction", f"radius > eps = {eps:.4g}"),
@@ -208,26 +217,18 @@ def _radius_finding(
     return ctx.finding(
         "radius",
         title=f"Certified {ctx.norm} radius from a global Lipschitz bound",
-        status=status,
-        severity=severity,
+        status=judged.status,
+        severity=judged.severity,
         method=Method.CERTIFIED,
         summary=summary,
         metrics=metrics,
-        threshold=Threshold("certified_accuracy", ">=", config.warn_below),
+        threshold=judged.threshold,
         evidence=_radius_evidence(ctx, radii, compared),
         remediation=(
             "A small certified radius with a large L: train with a Lipschitz-margin or "
             "spectral-normalisation objective, or rely on the (tighter) local certificates."
         ),
     )
-
-
-def _judge(accuracy: float, config: LipschitzConfig) -> tuple[Status, Severity]:
-    if math.isnan(accuracy) or accuracy < config.fail_below:
-        return Status.FAIL, Severity.MEDIUM
-    if accuracy < config.warn_below:
-        return Status.WARN, Severity.LOW
-    return Status.PASS, Severity.INFO
 
 
 def _comparison_metrics(radii: _Radii, eps: float) -> list[Metric]:
@@ -298,13 +299,12 @@ def _radius_evidence(ctx: AuditContext, radii: _Radii, compared: np.ndarray) -> 
                 "certified fraction",
                 series,
             ),
-            Plot(
+            histogram(
                 "lipschitz-radius",
                 "Lipschitz-certified radius per sample",
-                "histogram",
-                f"radius ({ctx.norm})",
-                "samples",
-                (Series("radius", floats(radii.lipschitz)),),
+                radii.lipschitz,
+                x_label=f"radius ({ctx.norm})",
+                series="radius",
             ),
         ),
         notes=(

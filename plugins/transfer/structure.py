@@ -1,6 +1,6 @@
 """Which decision regions are convex, read off the layer graph (Charles et al. 2019, Sec. 5-6).
 
-Helpers of ``audit_plugins.transfer`` (convex-region transfer). Structures covered:
+Part of ``audit_plugins.transfer`` (convex-region transfer). Structures covered:
 
 - ``linear``: an affine model (dense view of depth 1). Each class region
   ``{x : z_k(x) >= z_j(x) for all j}`` is a polyhedron (Corollary 17; for K > 2,
@@ -36,8 +36,7 @@ import torch
 from audit_core.errors import NotApplicable
 from audit_core.graph import DenseView, LayerGraph
 from audit_core.layers import LayerKind, MaxPool
-
-from ._transfer_lines import Depth2, first_exit_halfspaces, first_flip_depth2
+from audit_plugins.transfer.lines import Depth2, first_exit_halfspaces, first_flip_depth2
 
 
 @dataclass(frozen=True)

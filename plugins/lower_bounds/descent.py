@@ -47,7 +47,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import scipy.sparse as sp
 
-from audit_plugins._lower_bounds_chain import Block, chain_preactivations, one_blas_thread
+from audit_plugins.lower_bounds.chain import Block, chain_preactivations, one_blas_thread
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,7 @@ import torch
 
 from audit_core.graph import LayerGraph
 from audit_core.layers import LayerKind, Relu, Reshape, Transpose
-from audit_plugins._lower_bounds_chain import Block, one_blas_thread
+from audit_plugins.lower_bounds.chain import Block, one_blas_thread
 
 INPUT, AFFINE, RELU, CARRIED = "input", "affine", "relu", "carried"
 SHAPE_ONLY = (Reshape, Transpose)

@@ -1,45 +1,14 @@
-"""Certified radii (Singla & Feizi 2019) beside attack upper bounds: the gap.
-
-Per audit sample and relative to the class the model *predicts* there:
-
-* **simplex certificate** (Theorem 3, Algorithm 1): ``min(d_min, P_min)`` from the
-  local linearisation of any piecewise-linear layer graph (MLPs of any depth, CNNs
-  with MaxPool/AveragePool, residual sums), batched, in float64;
-* **decision-boundary certificate** (Theorem 4) for one-hidden-layer ReLU nets: the
-  numerator minimised over theta in ``[0, 1]^N1`` in closed form, the denominator with
-  the spectral norm of ``W1``;
-* **the gap to attacks** (Section 5): the certified radius beside the smallest
-  adversarial distance the core's minimal-norm l2 search finds (shared with the
-  ``attack-bound`` analysis), their ratio, certified and empirical robust accuracy
-  as curves over eps (l2, and linf through ``r / sqrt(d)``), and at ``--eps`` the
-  fractions certified robust / proven non-robust / undecided.
-
-Both radii have a documented numerical safety margin subtracted (float32 runtime
-deviation within the fidelity tolerance, float32 input rounding, float64 rounding;
-see ``audit_plugins._certificates_math``), so that they hold for the deployed
-model, not only for the float64 graph. The runtime part is spot-checked: onnxruntime
-is run at points of every certified ball, and a larger deviation than assumed
-raises the tolerance and recomputes the radii (finding ``runtime``).
-
-Misclassified samples: a radius is still computed (it protects the predicted
-class), but such a sample is already adversarial for its label, so it is never
-counted as certified robust and always counts as proven non-robust; ratios are
-reported for correctly classified samples only.
-"""
+"""The certificates analysis's findings: the simplex and decision-boundary certificates,
+the gap to the attack (certified / proven non-robust / undecided at eps), the consistency
+check (no verified attack inside a certified ball) and the deployed runtime inside the
+balls (Singla & Feizi 2019, Theorems 3 and 4, Section 5, Figure 2)."""
 
 from __future__ import annotations
 
-import time
-from collections.abc import Iterable
-from dataclasses import dataclass
-
 import numpy as np
-import torch
 
-from audit_core.analysis import Analysis, AuditContext, Requirements, check_config
-from audit_core.attacks import MinimalAdversarial, MinimalAttackConfig, numpy_distance
-from audit_core.evidence import adversarial_example
-from audit_core.fidelity import sample_errors
+from audit_core.analysis import AuditContext
+from audit_core.evidence import adversarial_example, histogram
 from audit_core.findings import (
     Assumption,
     Evidence,
@@ -51,319 +20,16 @@ from audit_core.findings import (
     Series,
     Severity,
     Status,
-    Threshold,
     floats,
     summarize,
 )
-from audit_core.hookspecs import hookimpl
-from audit_core.labels import predict
-from audit_core.linearize import LocalLinearization, linearize
-from audit_plugins._certificates_math import (
-    SimplexCertificate,
-    Verdicts,
-    decision_boundary_certificate,
-    linf_radius,
-    simplex_certificate,
-    simplex_from_linearization,
-    verdicts,
-    violations,
-)
-
-__version__ = "0.1.0"
-
-__all__ = [
-    "Certificates",
-    "CertificatesConfig",
-    "SimplexCertificate",
-    "decision_boundary_certificate",
-    "linf_radius",
-    "simplex_certificate",
-]
+from audit_core.grading import Grade, grade, worst
+from audit_plugins.certificates import CertificatesConfig
+from audit_plugins.certificates.compute import CertificateResults, logit_tolerance
+from audit_plugins.certificates.radii import Verdicts, linf_radius, verdicts, violations
 
 
-@dataclass(frozen=True)
-class CertificatesConfig:
-    """Parameters of the certificates analysis (table ``[certificates]``)."""
-
-    fail_nonrobust_above: float = 0.5
-    """Proven non-robust fraction at eps above this fails (severity ``high``)."""
-    warn_nonrobust_above: float = 0.1
-    """Proven non-robust fraction at eps above this warns (severity ``medium``)."""
-    warn_undecided_above: float = 0.5
-    """Undecided fraction at eps above this warns (severity ``low``): the certificates are
-    too loose to settle the question either way."""
-    logit_tolerance: float = 0.0
-    """Relative logit deviation of the deployed runtime from the float64 graph to guard
-    against; the larger of this, the fidelity tolerance and the observed fidelity error is
-    used (raise it for e.g. a float16 deployment)."""
-    steps: int = MinimalAttackConfig.steps
-    """PGD iterations of the l2 minimal-norm search (same defaults as ``attack-bound``, so
-    that both analyses share one cached search)."""
-    restarts: int = MinimalAttackConfig.restarts
-    """PGD restarts per bisection step."""
-    bisection_steps: int = MinimalAttackConfig.bisection_steps
-    """Halvings of the radius interval per sample."""
-    worst_examples: int = 5
-    """Number of samples with the smallest certified radius shown as evidence."""
-    runtime_points: int = 32
-    """Points per certified ball (half on its sphere, half inside) at which onnxruntime's
-    logits are compared with the float64 graph's; a deviation above the logit slack's
-    tolerance raises the tolerance and recomputes the radii. 0: no check."""
-
-    def __post_init__(self) -> None:
-        check_config(
-            self,
-            minimum={
-                "steps": 1,
-                "restarts": 1,
-                "bisection_steps": 1,
-                "logit_tolerance": 0,
-                "worst_examples": 0,
-                "runtime_points": 0,
-            },
-        )
-
-
-@dataclass(frozen=True)
-class _Results:
-    """Everything the findings are built from (float64 per-sample arrays)."""
-
-    simplex: SimplexCertificate
-    decision_boundary: np.ndarray | None
-    db_reason: str
-    certified: np.ndarray
-    attack: MinimalAdversarial
-    attack_linf: np.ndarray
-    correct: np.ndarray
-    tolerance: float
-    seconds_per_sample: float
-    dimension: int
-    runtime: RuntimeCheck
-
-    @property
-    def certified_linf(self) -> np.ndarray:
-        return linf_radius(self.certified, self.dimension)
-
-    @property
-    def ratio(self) -> np.ndarray:
-        """certified / attack distance on correctly classified samples with an attack point."""
-        usable = self.correct & self.attack.found & (self.attack.distance > 0)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            return np.where(usable, self.certified / self.attack.distance, np.nan)
-
-
-class Certificates(Analysis):
-    """Simplex and decision-boundary certified radii, and their gap to attack distances."""
-
-    name = "certificates"
-    title = "Certified radii and the gap to attacks"
-    description = (
-        "Per-sample certified l2 radius (simplex certificate, Theorem 3; decision-boundary "
-        "certificate, Theorem 4, for one-hidden-layer nets) beside the smallest adversarial "
-        "distance found by attacks: certified vs empirical robust accuracy over eps."
-    )
-    tags = ("certified", "certificate")
-    references = (
-        Reference("singla2019", "Theorem 3 (simplex certificate), Algorithm 1"),
-        Reference("singla2019", "Theorem 4 (decision-boundary certificate)"),
-        Reference("singla2019", "Section 5 (attack upper bounds)"),
-    )
-    requires = Requirements(data=True, piecewise_linear=True)
-    Config = CertificatesConfig
-
-    def run(self, ctx: AuditContext) -> Iterable[Finding]:
-        results = _compute(ctx)
-        _export(ctx, self.name, results)
-        yield _simplex_finding(ctx, results)
-        yield _decision_boundary_finding(ctx, results)
-        yield _gap_finding(ctx, results)
-        yield _consistency_finding(ctx, results)
-        yield _runtime_finding(ctx, results)
-
-    def headline(self, findings: tuple[Finding, ...]) -> str:
-        gap = [f for f in findings if f.id.startswith(f"{self.name}/gap/")]
-        return gap[0].summary if gap else super().headline(findings)
-
-
-# ------------------------------------------------------------------ computing
-
-
-def _tolerance(ctx: AuditContext) -> float:
-    fidelity = ctx.model.fidelity
-    return max(ctx.config.logit_tolerance, fidelity.tolerance, fidelity.graph_error)
-
-
-def _compute(ctx: AuditContext) -> _Results:
-    config: CertificatesConfig = ctx.config
-    data = ctx.data
-    attack_config = MinimalAttackConfig(
-        steps=config.steps, restarts=config.restarts, bisection_steps=config.bisection_steps
-    )
-    linf_units = MinimalAttackConfig().work_units(len(data)) if ctx.norm == "linf" else 0
-    ctx.progress.total(len(data) + attack_config.work_units(len(data)) + linf_units)
-    ctx.progress.note("simplex certificate")
-    clock = time.perf_counter()
-    simplex, db, reason, certified, runtime = _certify_checked(ctx, _tolerance(ctx))
-    seconds = (time.perf_counter() - clock) / max(1, len(data))
-    ctx.progress.advance(len(data))
-    ctx.progress.note("l2 minimal-norm attack")
-    done = {"units": 0}
-    attack = ctx.attacks.minimal("l2", attack_config, _progress_callback(ctx, done))
-    ctx.progress.advance(attack_config.work_units(len(data)) - done["units"])  # if cached
-    attack_linf = np.where(attack.found, numpy_distance(attack.x_adv, data.x, "linf"), np.inf)
-    if ctx.norm == "linf":  # judged in linf: the linf search (shared with attack-bound) too
-        ctx.progress.note("linf minimal-norm attack")
-        done = {"units": 0}
-        shared = MinimalAttackConfig()  # attack-bound's defaults: one cached search for both
-        linf = ctx.attacks.minimal("linf", shared, _progress_callback(ctx, done))
-        ctx.progress.advance(shared.work_units(len(data)) - done["units"])
-        attack_linf = np.minimum(attack_linf, linf.distance)
-    return _Results(
-        simplex=simplex,
-        decision_boundary=db,
-        db_reason=reason,
-        certified=certified,
-        attack=attack,
-        attack_linf=attack_linf,
-        correct=simplex.predicted == data.y,
-        tolerance=runtime.tolerance,
-        seconds_per_sample=seconds,
-        dimension=ctx.model.graph.input_size,
-        runtime=runtime,
-    )
-
-
-@dataclass(frozen=True)
-class RuntimeCheck:
-    """onnxruntime vs the float64 graph at points of the certified balls.
-
-    ``deviation``: largest scaled logit deviation seen (per sample, as the slack);
-    ``tolerance``: the tolerance the final radii use; ``raised``: True when the
-    deviation forced it above the configured one; ``flipped``: samples where the
-    deployed model changed class inside their ball (their radius is set to 0).
-    """
-
-    points: int
-    deviation: float
-    tolerance: float
-    raised: bool
-    flipped: np.ndarray
-
-
-def _certify(ctx: AuditContext, lin: LocalLinearization, tolerance: float):
-    simplex = simplex_from_linearization(lin, tolerance=tolerance)
-    db, reason = _decision_boundary(ctx, simplex.predicted, tolerance)
-    certified = simplex.radius if db is None else np.maximum(simplex.radius, db)
-    return simplex, db, reason, certified
-
-
-def _certify_checked(ctx: AuditContext, tolerance: float, rounds: int = 3):
-    """Radii whose logit slack covers the runtime deviation seen inside their balls.
-
-    The slack assumes onnxruntime stays within ``tolerance * max(1, |logit|)`` of the
-    float64 graph everywhere in each ball; cancellation in float32 can break that far
-    from the checked samples. Each round samples every ball, and when the deviation
-    exceeds the tolerance, recomputes with twice the deviation (a spot check, not a
-    proof: see the assumption in the findings).
-    """
-    initial, deviation = tolerance, 0.0
-    points = ctx.config.runtime_points
-    flipped = np.zeros(len(ctx.data), dtype=bool)
-    lin = linearize(ctx.model.graph, ctx.data.x)  # the slack changes between rounds, not this
-    for _ in range(rounds):
-        simplex, db, reason, certified = _certify(ctx, lin, tolerance)
-        if points <= 0:
-            break
-        seen, flips = _runtime_deviation(ctx, certified, simplex.predicted, points)
-        deviation, flipped = max(deviation, seen), flipped | flips
-        if seen <= tolerance:
-            break
-        tolerance = 2.0 * seen
-    runtime = RuntimeCheck(points, deviation, tolerance, tolerance > initial, flipped)
-    return simplex, db, reason, np.where(flipped, 0.0, certified), runtime
-
-
-def _runtime_deviation(
-    ctx: AuditContext, radius: np.ndarray, predicted: np.ndarray, points: int
-) -> tuple[float, np.ndarray]:
-    """Largest scaled logit deviation over ``points`` points of each positive-radius ball,
-    and the samples whose deployed prediction changes at one of them."""
-    flipped = np.zeros(len(radius), dtype=bool)
-    worst = 0.0
-    positive = np.flatnonzero(radius > 0)
-    chunk = max(1, 4_000_000 // (points * ctx.model.graph.input_size))
-    for start in range(0, positive.size, chunk):
-        rows = positive[start : start + chunk]
-        seen, moved = _ball_points(ctx, rows, radius, predicted, points)
-        worst, flipped[rows] = max(worst, seen), moved
-    return worst, flipped
-
-
-def _ball_points(
-    ctx: AuditContext, rows: np.ndarray, radius: np.ndarray, predicted: np.ndarray, points: int
-) -> tuple[float, np.ndarray]:
-    x = ctx.data.x[rows].reshape(rows.size, -1)
-    direction = ctx.rng.standard_normal((rows.size, points, x.shape[1]))
-    direction /= np.linalg.norm(direction, axis=2, keepdims=True)
-    scale = np.ones((rows.size, points, 1))
-    scale[:, points // 2 :, 0] = ctx.rng.uniform(0.0, 1.0, (rows.size, points - points // 2))
-    inside = x[:, None, :] + direction * scale * radius[rows, None, None]
-    inside = inside.reshape(-1, *ctx.model.graph.input_shape)
-    deployed = ctx.model.runtime.logits(inside)
-    with torch.no_grad():
-        ours = ctx.model.graph.forward(inside).reshape(len(inside), -1).numpy()
-    errors = sample_errors(ours, deployed)
-    moved = predict(deployed).reshape(rows.size, points) != predicted[rows, None]
-    return float(errors.max(initial=0.0)), moved.any(axis=1)
-
-
-def _decision_boundary(
-    ctx: AuditContext, predicted: np.ndarray, tolerance: float
-) -> tuple[np.ndarray | None, str]:
-    view = ctx.model.dense_view
-    if view is None:
-        return None, "Theorem 4 needs a plain affine -> ReLU -> affine chain; the model is not one"
-    if view.depth != 2:
-        return None, (
-            f"Theorem 4 needs exactly one hidden ReLU layer (depth 2); the model has depth "
-            f"{view.depth} (its numerator would be a polynomial in theta)"
-        )
-    radius = decision_boundary_certificate(view, ctx.data.x, predicted, tolerance=tolerance)
-    return radius, ""
-
-
-def _progress_callback(ctx: AuditContext, done: dict[str, int]):
-    def report(units: int) -> None:
-        ctx.progress.advance(units - done["units"])
-        done["units"] = units
-
-    return report
-
-
-def _export(ctx: AuditContext, name: str, r: _Results) -> None:
-    n = len(ctx.data)
-    db = r.decision_boundary if r.decision_boundary is not None else np.full(n, np.nan)
-    ctx.export(
-        name,
-        index=ctx.data.indices,
-        label=ctx.data.y,
-        predicted=r.simplex.predicted,
-        simplex_radius=r.simplex.radius,
-        simplex_linf_radius=linf_radius(r.simplex.radius, r.dimension),
-        face_distance=r.simplex.face_distance,
-        decision_distance=r.simplex.decision_distance,
-        decision_boundary_radius=db,
-        certified_radius=r.certified,
-        attack_distance=r.attack.distance,
-        attack_linf_distance=r.attack_linf,
-        ratio=r.ratio,
-    )
-
-
-# ------------------------------------------------------------------ findings
-
-
-def _assumptions(ctx: AuditContext, r: _Results) -> tuple[Assumption, ...]:
+def _assumptions(ctx: AuditContext, r: CertificateResults) -> tuple[Assumption, ...]:
     fidelity = ctx.model.fidelity
     return (
         Assumption("piecewise-linear layer graph", True, "every layer is affine, ReLU or MaxPool"),
@@ -387,11 +53,11 @@ def _certified_accuracy(radius: np.ndarray, correct: np.ndarray, eps: float) -> 
     return float(np.mean(correct & (radius > eps)))
 
 
-def _radius_in_norm(ctx: AuditContext, radius: np.ndarray, r: _Results) -> np.ndarray:
+def _radius_in_norm(ctx: AuditContext, radius: np.ndarray, r: CertificateResults) -> np.ndarray:
     return linf_radius(radius, r.dimension) if ctx.norm == "linf" else radius
 
 
-def _simplex_finding(ctx: AuditContext, r: _Results) -> Finding:
+def simplex_finding(ctx: AuditContext, r: CertificateResults) -> Finding:
     s = r.simplex
     radius_norm = _radius_in_norm(ctx, s.radius, r)
     accuracies = [_certified_accuracy(radius_norm, r.correct, e) for e in ctx.eps]
@@ -445,7 +111,11 @@ def _simplex_finding(ctx: AuditContext, r: _Results) -> Finding:
             summarize("decision_distance (d_min)", s.decision_distance, "l2"),
         ),
         examples=_smallest_examples(ctx, r),
-        plots=(_histogram("simplex-radius", "Simplex certified radius", s.radius[r.correct]),),
+        plots=(
+            histogram(
+                "simplex-radius", "Simplex certified radius", s.radius[r.correct], x_label="l2"
+            ),
+        ),
         notes=_simplex_notes(zero, by_slack, r.tolerance),
     )
     return ctx.finding(
@@ -487,7 +157,7 @@ def _simplex_notes(zero: float, by_slack: float, tolerance: float) -> tuple[str,
     return notes
 
 
-def _smallest_examples(ctx: AuditContext, r: _Results) -> tuple:
+def _smallest_examples(ctx: AuditContext, r: CertificateResults) -> tuple:
     order = np.argsort(np.where(r.correct, r.certified, np.inf), kind="stable")
     chosen = [int(i) for i in order[: ctx.config.worst_examples] if r.correct[i]]
     db = r.decision_boundary
@@ -510,7 +180,7 @@ def _smallest_examples(ctx: AuditContext, r: _Results) -> tuple:
     )
 
 
-def _decision_boundary_finding(ctx: AuditContext, r: _Results) -> Finding:
+def decision_boundary_finding(ctx: AuditContext, r: CertificateResults) -> Finding:
     reference = (Reference("singla2019", "Theorem 4"),)
     if r.decision_boundary is None:
         return ctx.finding(
@@ -554,7 +224,11 @@ def _decision_boundary_finding(ctx: AuditContext, r: _Results) -> Finding:
         ],
         evidence=Evidence(
             summaries=(summarize("decision_boundary_radius", db, "l2"),),
-            plots=(_histogram("decision-boundary-radius", "Decision-boundary radius", values),),
+            plots=(
+                histogram(
+                    "decision-boundary-radius", "Decision-boundary radius", values, x_label="l2"
+                ),
+            ),
         ),
         assumptions=(
             Assumption("one hidden ReLU layer (depth 2)", True, "checked on the layer graph"),
@@ -564,7 +238,7 @@ def _decision_boundary_finding(ctx: AuditContext, r: _Results) -> Finding:
     )
 
 
-def _gap_finding(ctx: AuditContext, r: _Results) -> Finding:
+def gap_finding(ctx: AuditContext, r: CertificateResults) -> Finding:
     config: CertificatesConfig = ctx.config
     per_eps = [_verdicts(ctx, r, e) for e in ctx.eps]
     first = per_eps[0]
@@ -573,7 +247,7 @@ def _gap_finding(ctx: AuditContext, r: _Results) -> Finding:
         "non_robust": float(np.mean(first.non_robust)),
         "undecided": float(np.mean(first.undecided)),
     }
-    status, severity, threshold = _judge(fractions, config)
+    judged = _grade(fractions, config)
     ratio = r.ratio[np.isfinite(r.ratio)]
     summary = (
         f"At {ctx.norm} eps {ctx.eps[0]:g}: {fractions['certified']:.1%} of the samples are "
@@ -605,12 +279,12 @@ def _gap_finding(ctx: AuditContext, r: _Results) -> Finding:
     return ctx.finding(
         "gap",
         title=f"Certified vs attacked at eps {ctx.eps[0]:g} ({ctx.norm})",
-        status=status,
-        severity=severity,
+        status=judged.status,
+        severity=judged.severity,
         method=Method.CERTIFIED,
         summary=summary,
         metrics=metrics,
-        threshold=threshold,
+        threshold=judged.threshold,
         evidence=Evidence(
             summaries=(
                 summarize("certified_radius", r.certified, "l2"),
@@ -637,41 +311,33 @@ def _gap_finding(ctx: AuditContext, r: _Results) -> Finding:
     )
 
 
-def _verdicts(ctx: AuditContext, r: _Results, eps: float) -> Verdicts:
+def _verdicts(ctx: AuditContext, r: CertificateResults, eps: float) -> Verdicts:
     if ctx.norm == "linf":
         return verdicts(r.correct, r.certified_linf, r.attack_linf, eps)
     return verdicts(r.correct, r.certified, r.attack.distance, eps)
 
 
-def _judge(
-    fractions: dict[str, float], config: CertificatesConfig
-) -> tuple[Status, Severity, Threshold]:
-    if fractions["non_robust"] > config.fail_nonrobust_above:
-        return (
-            Status.FAIL,
-            Severity.HIGH,
-            Threshold("non_robust_fraction", "<=", config.fail_nonrobust_above),
-        )
-    if fractions["non_robust"] > config.warn_nonrobust_above:
-        return (
-            Status.WARN,
-            Severity.MEDIUM,
-            Threshold("non_robust_fraction", "<=", config.warn_nonrobust_above),
-        )
-    if fractions["undecided"] > config.warn_undecided_above:
-        return (
-            Status.WARN,
-            Severity.LOW,
-            Threshold("undecided_fraction", "<=", config.warn_undecided_above),
-        )
-    return (
-        Status.PASS,
-        Severity.INFO,
-        Threshold("non_robust_fraction", "<=", config.warn_nonrobust_above),
+def _grade(fractions: dict[str, float], config: CertificatesConfig) -> Grade:
+    """Proven non-robust fraction (fail, warn), then the undecided fraction (warn, low)."""
+    return worst(
+        grade(
+            fractions["non_robust"],
+            "non_robust_fraction",
+            "<=",
+            fail=config.fail_nonrobust_above,
+            warn=config.warn_nonrobust_above,
+        ),
+        grade(
+            fractions["undecided"],
+            "undecided_fraction",
+            "<=",
+            warn=config.warn_undecided_above,
+            warn_severity=Severity.LOW,
+        ),
     )
 
 
-def _gap_plots(r: _Results) -> tuple[Plot, ...]:
+def _gap_plots(r: CertificateResults) -> tuple[Plot, ...]:
     usable = np.isfinite(r.ratio)
     attack = r.attack.distance[usable]
     top = float(max(attack.max(initial=0.0), r.certified[usable].max(initial=0.0))) or 1.0
@@ -688,7 +354,9 @@ def _gap_plots(r: _Results) -> tuple[Plot, ...]:
                 Series("certified = attack", floats([0.0, top]), floats([0.0, top]), "line"),
             ),
         ),
-        _histogram("ratio", "Per-sample ratio certified / attack (l2)", r.ratio[usable], "ratio"),
+        histogram(
+            "ratio", "Per-sample ratio certified / attack (l2)", r.ratio[usable], x_label="ratio"
+        ),
     )
 
 
@@ -712,20 +380,7 @@ def _accuracy_plot(
     )
 
 
-def _histogram(plot_id: str, title: str, values: np.ndarray, unit: str = "l2") -> Plot:
-    finite = np.asarray(values, dtype=np.float64)
-    finite = finite[np.isfinite(finite)]
-    return Plot(
-        id=plot_id,
-        title=title,
-        kind="histogram",
-        x_label=unit,
-        y_label="samples",
-        series=(Series(title, floats(finite)),),
-    )
-
-
-def _consistency_finding(ctx: AuditContext, r: _Results) -> Finding:
+def consistency_finding(ctx: AuditContext, r: CertificateResults) -> Finding:
     bad = violations(r.correct, r.certified, r.attack.distance)
     compared = int(np.sum(r.correct & r.attack.found))
     if bad.any():
@@ -757,7 +412,7 @@ def _consistency_finding(ctx: AuditContext, r: _Results) -> Finding:
     )
 
 
-def _runtime_finding(ctx: AuditContext, r: _Results) -> Finding:
+def runtime_finding(ctx: AuditContext, r: CertificateResults) -> Finding:
     """The deployed model (onnxruntime, float32) against the float64 graph in the balls."""
     check = r.runtime
     flips = int(check.flipped.sum())
@@ -767,7 +422,7 @@ def _runtime_finding(ctx: AuditContext, r: _Results) -> Finding:
     elif flips or check.raised:
         summary = (
             f"onnxruntime deviates from the float64 graph by up to {check.deviation:.3g} "
-            f"(scaled) inside the certified balls, above the assumed {_tolerance(ctx):.3g}: "
+            f"(scaled) inside the certified balls, above the assumed {logit_tolerance(ctx):.3g}: "
             f"the radii were recomputed with a logit tolerance of {check.tolerance:.3g}"
             + (
                 f", and {flips} sample(s) whose deployed class changed inside their ball get "
@@ -807,8 +462,3 @@ def _runtime_finding(ctx: AuditContext, r: _Results) -> Finding:
             else ""
         ),
     )
-
-
-@hookimpl
-def audit_register_analyses(register) -> None:
-    register(Certificates())

@@ -1,6 +1,6 @@
 """Exact line searches: where a model's decision changes along ``x + t v``.
 
-Helpers of ``audit_plugins.transfer``. Along a line, an affine/ReLU network of
+Part of ``audit_plugins.transfer``. Along a line, an affine/ReLU network of
 depth <= 2 is piecewise linear in ``t`` with breakpoints where a hidden
 pre-activation ``a_j + t s_j`` changes sign (``t_j = -a_j / s_j``); between two
 breakpoints every logit is affine in ``t``. :func:`first_flip_depth2` evaluates

@@ -1,7 +1,7 @@
 """A ReLU prefix as a chain of composed affine blocks (plain numpy, cheap to import).
 
-Worker processes of the collision descent import only this module and
-``_lower_bounds_descent`` (no torch), so that they start quickly.
+Worker processes of the collision descent import only this module, ``descent`` and the
+package's ``__init__`` (hook and Config), so that they start quickly.
 """
 
 from __future__ import annotations

@@ -37,14 +37,14 @@ import numpy as np
 import torch
 
 from audit_core.graph import LayerGraph
-from audit_plugins._lower_bounds_chain import chain_preactivations, one_blas_thread
-from audit_plugins._lower_bounds_descent import (
+from audit_plugins.lower_bounds.chain import chain_preactivations, one_blas_thread
+from audit_plugins.lower_bounds.descent import (
     DescentResult,
     DescentSettings,
     descend_chunk,
     make_chain,
 )
-from audit_plugins._lower_bounds_prefix import AFFINE, INPUT, RELU, Prefix, row_space
+from audit_plugins.lower_bounds.prefix import AFFINE, INPUT, RELU, Prefix, row_space
 
 VERIFY_CHUNK = 4096
 

@@ -1,7 +1,6 @@
 """The math of the certificates plugin: Singla & Feizi (2019), Theorems 3 and 4.
 
-Private helper of ``audit_plugins.certificates`` (pure functions on arrays, no
-findings). Everything certified is computed in float64.
+Pure functions on arrays, no findings. Everything certified is computed in float64.
 
 Theorem 3 (simplex certificate). At an input u with predicted class k, the
 network equals the affine map ``C y + d`` on the activation region

@@ -1,7 +1,9 @@
 """Soundness campaign for the certificates: strong attacks inside every certified ball.
 
-Private helper of ``audit_plugins.certificates``, used by its soundness tests and by
-``benchmarks/certificate_soundness.py`` (not by the analysis itself).
+A test helper, not part of the shipped package: used by the soundness tests
+(``tests/test_certificates_soundness.py``, importable as ``certificate_campaign``) and by
+``benchmarks/certificate_soundness.py`` (which puts ``tests/`` on ``sys.path``), never by
+the analysis itself.
 
 For each sample with a certified l2 radius ``r > 0`` the campaign runs, on the
 onnx2torch module (an implementation independent of the layer graph that computed

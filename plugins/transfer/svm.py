@@ -1,6 +1,6 @@
 """Max-margin directions of Charles, Rosenberg & Papailiopoulos (2019), Sections 3-4.
 
-Helpers of ``audit_plugins.transfer`` (linear transfer):
+Part of ``audit_plugins.transfer`` (linear transfer):
 
 - :func:`separable`: hard-margin linear separability of a labelled set, an LP
   feasibility check (``y_i (w.x_i + b) >= 1``, scipy's HiGHS);

@@ -1,6 +1,6 @@
-"""The geometry under the transfer analyses (Charles et al. 2019): max-margin SVM and
-Theorems 4/5 on random separable data, exact line searches against dense grids,
-structure detection from layer graphs, the Appendix A.9 example."""
+"""Which decision regions are provably convex (``audit_plugins.transfer.structure``, Charles
+et al. 2019, Sections 5-6): the Appendix A.9 example, depth-2 nets, AND/OR-of-halfspaces
+nets, and what is not covered."""
 
 from __future__ import annotations
 
@@ -14,23 +14,17 @@ from onnx_factory import init
 import audit_model_zoo as zoo
 from audit_core.onnx_import import load_onnx
 from audit_core.testing import mlp_onnx, random_mlp, save_model
-from audit_plugins._transfer_lines import Depth2, first_exit_halfspaces, first_flip_depth2
-from audit_plugins._transfer_structure import detect
-from audit_plugins._transfer_svm import (
+from audit_plugins.transfer.lines import Depth2, first_flip_depth2
+from audit_plugins.transfer.structure import detect
+from audit_plugins.transfer.svm import (
     HOW_ALL,
-    HOW_CORRECT,
-    HOW_GREEDY,
     max_margin,
-    separable,
-    separable_subset,
-    theorem5_bounds,
 )
 
 A9_X = np.array([[-1.0, 1.0], [1.0, 1.0], [0.0, -1.0]])
+
+
 A9_LABEL = np.array([1, 1, 0])  # label +1 -> class 1, label -1 -> class 0
-
-
-# ---------------------------------------------------------------- Appendix A.9
 
 
 def test_a9_network_as_printed_does_not_fit_its_points() -> None:
@@ -67,134 +61,6 @@ def test_a9_corrected_network_max_margin_direction_is_not_adversarial_at_x3() ->
 def _dense(graph):
     view = graph.dense_view()
     return view.weights, view.biases
-
-
-# ---------------------------------------------------------- Theorems 4 and 5
-
-
-def _separable_data(rng: np.random.Generator, n: int, d: int) -> tuple[np.ndarray, ...]:
-    normal = rng.standard_normal(d)
-    normal /= np.linalg.norm(normal)
-    x = rng.standard_normal((n, d))
-    y = np.where(x @ normal + 0.3 > 0, 1.0, -1.0)
-    x += 0.4 * y[:, None] * normal  # push the classes apart: margin >= 0.4
-    return x, y, normal
-
-
-def _random_separator(rng, x, y, normal) -> tuple[np.ndarray, float]:
-    """A random (w, b) that separates (x, y): a random tilt of the true normal and an
-    offset drawn inside the feasible interval."""
-    while True:
-        w = normal + 0.4 * rng.standard_normal(len(normal)) / np.sqrt(len(normal))
-        projected = x @ w
-        low, high = projected[y < 0].max(), projected[y > 0].min()
-        if low < high:
-            return w, -rng.uniform(low, high)
-
-
-@pytest.mark.parametrize("seed", range(4))
-def test_theorems_4_and_5_on_random_separable_data_and_separators(seed: int) -> None:
-    rng = np.random.default_rng(seed)
-    x, y, normal = _separable_data(rng, n=40, d=5)
-    assert separable(x, y)
-    svm = max_margin(x, y, np.arange(len(y)), HOW_ALL)
-    assert svm.min_margin >= 1 - 1e-6 and svm.dual_residual < 1e-8
-    assert (svm.alpha >= 0).all() and abs(svm.sum_alpha - svm.w @ svm.w) < 1e-5 * svm.sum_alpha
-    for _ in range(25):
-        w, b = _random_separator(rng, x, y, normal)
-        theorem = theorem5_bounds(w, b, svm, x, y)
-        assert theorem.separates and theorem.inner > 0  # Theorem 4: <w, w*> > 0
-        assert theorem.ratio >= 1 - 1e-9  # inequality (A.4)
-        for factor, flips in ((1 + 1e-9, True), (2.0, True), (50.0, True)):
-            c = theorem.bound * factor
-            moved = x - (c * y)[:, None] * svm.w
-            assert ((np.sign(moved @ w + b) != y) == flips).all()
-        least = np.argmin(theorem.margins)
-        assert theorem.bound[least] == pytest.approx(svm.c_S)  # Corollary 6
-
-
-def test_theorem5_bound_is_tight_for_the_max_margin_classifier_itself() -> None:
-    rng = np.random.default_rng(7)
-    x, y, _ = _separable_data(rng, n=30, d=4)
-    svm = max_margin(x, y, np.arange(len(y)), HOW_ALL)
-    theorem = theorem5_bounds(svm.w, svm.b, svm, x, y)
-    assert theorem.ratio == pytest.approx(1.0, abs=1e-5)  # <w*, w*> = sum alpha (gamma = 1)
-    just_before = x - (theorem.bound * (1 - 1e-3) * y)[:, None] * svm.w
-    assert (np.sign(just_before @ svm.w + svm.b) == y).all()
-
-
-def test_separable_subset_falls_back_to_correct_points_then_greedy() -> None:
-    rng = np.random.default_rng(3)
-    x, y, _ = _separable_data(rng, n=30, d=3)
-    assert separable_subset(x, y, np.ones(30, bool))[1] == HOW_ALL
-    flipped = y.copy()
-    flipped[:2] *= -1  # two label errors the "model" gets wrong
-    correct = np.ones(30, bool)
-    correct[:2] = False
-    subset, how = separable_subset(x, flipped, correct)
-    assert how == HOW_CORRECT and set(subset) == set(range(2, 30))
-    xor = np.array([[0, 0], [1, 1], [0, 1], [1, 0], [0.1, 0.05]], float)
-    labels = np.array([1, 1, -1, -1, 1.0])
-    assert not separable(xor, labels)
-    subset, how = separable_subset(xor, labels, np.ones(5, bool))
-    assert how == HOW_GREEDY and separable(xor[subset], labels[subset])
-    assert len(np.unique(labels[subset])) == 2
-
-
-# ------------------------------------------------------------- exact line search
-
-
-def _grid_first_flip(logits_fn, x, v, y, grid):
-    flips = np.stack([logits_fn(x + t * v).argmax(1) != y for t in grid])  # (G, L)
-    return np.where(flips.any(0), grid[flips.argmax(0)], np.inf)
-
-
-@pytest.mark.parametrize("sizes", [[6, 12, 3], [4, 9, 1], [5, 7, 2], [3, 4]])
-def test_exact_line_search_agrees_with_a_dense_grid(sizes: list[int]) -> None:
-    rng = np.random.default_rng(sum(sizes))
-    weights, biases = random_mlp(sizes, seed=len(sizes) + sizes[1])
-    net = Depth2.from_dense(tuple(weights), tuple(biases))
-    x = rng.standard_normal((60, sizes[0]))
-    v = rng.standard_normal((60, sizes[0]))
-    y = net.logits(x).argmax(1)
-    exact = first_flip_depth2(net, x, v, y)
-    step = 1e-3
-    grid = np.arange(1, 4001) * step
-    coarse = _grid_first_flip(net.logits, x, v, y, grid)
-    seen = np.isfinite(coarse)
-    assert seen.sum() >= 20
-    assert (exact[seen] <= coarse[seen] + 1e-12).all()  # nothing flips before the exact t
-    assert (coarse[seen] - exact[seen] <= step + 1e-12).all()  # the grid finds it next
-    after = x + (exact * (1 + 1e-9) + 1e-12)[:, None] * v
-    finite = np.isfinite(exact)
-    assert (net.logits(after[finite]).argmax(1) != y[finite]).all()
-    assert (exact[~seen] > grid[-1] - step).all()  # flips beyond the grid only
-
-
-def test_single_logit_ties_go_to_class_zero() -> None:
-    net = Depth2.from_dense((np.array([[1.0, 0.0]]),), (np.array([-1.0]),))  # g = x_1 - 1
-    t = first_flip_depth2(net, np.zeros((1, 2)), np.array([1.0, 0.0]), np.array([0]))
-    assert t[0] == pytest.approx(1.0)  # class 1 needs g > 0: the infimum is g = 0
-    t = first_flip_depth2(net, np.array([[2.0, 0.0]]), np.array([-1.0, 0.0]), np.array([1]))
-    assert t[0] == pytest.approx(1.0)  # g = 0 is already class 0
-
-
-def test_halfspace_exit_agrees_with_a_dense_grid() -> None:
-    rng = np.random.default_rng(11)
-    H, h = rng.standard_normal((7, 3)), -np.abs(rng.standard_normal(7)) - 0.5
-    x = 0.1 * rng.standard_normal((40, 3))
-    x = x[(x @ H.T + h <= 0).all(1)]
-    v = rng.standard_normal((len(x), 3))
-    exact = first_exit_halfspaces(H, h, x, v)
-    grid = np.arange(1, 20001) * 1e-3
-    inside = np.stack([((x + t * v) @ H.T + h <= 0).all(1) for t in grid])
-    first_out = np.where((~inside).any(0), grid[(~inside).argmax(0)], np.inf)
-    assert np.isfinite(first_out).all()
-    np.testing.assert_array_less(exact - 1e-12, first_out)
-    assert (first_out - exact <= 1e-3 + 1e-12).all()
-
-
-# ---------------------------------------------------------------- structure detection
 
 
 def _convex_along_segments(graph, label: int, rng, lo=-2.0, hi=2.0) -> bool:

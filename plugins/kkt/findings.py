@@ -1,39 +1,13 @@
-"""KKT non-robustness of depth-2 ReLU networks (Vardi, Yehudai & Shamir 2022).
-
-"Gradient methods provably converge to non-robust networks": gradient flow on the
-exponential or logistic loss converges in direction to a KKT point of the max-margin
-problem (2) (Theorem 2.1), and on data on the sphere of radius sqrt(d) with small inner
-products every such KKT point is non-robust: one perturbation along
-``z = sum_{i in I} y_i x_i`` flips every point of the margin set ``I`` (Theorem 4.1,
-Corollary 4.1), although a network robust to perturbations of size ~sqrt(d) exists
-(Theorem 3.1). For a depth-2 ReLU net with one logit (or the difference of two), this
-analysis reports, on the audit data:
-
-- the normalised margins and the margin set ``I`` (within a slack, 10 % as in Section 6);
-- the exact smallest ``c`` with ``y_i N(x_i - y_i c z/||z||) < 0`` for all ``i`` in ``I``
-  (Section 6, Figure 1), from the breakpoints of the piecewise-linear net along the line,
-  and the fraction of all audit points flipped there, beside sqrt(d) and the data norm;
-- how close the parameters are to a KKT point: the nonnegative multipliers ``lambda`` on
-  ``I`` that best satisfy the stationarity equations (3)-(4) (and the output layer's),
-  by nonnegative least squares, with the relative residual;
-- which assumptions of Theorem 4.1 / Corollary 4.1 and of Theorem 3.1 hold, each with
-  its number, and the radius ``(1 - c)/4 sqrt(d)`` of Theorem 3.1's robust network.
-
-ReLU subgradient at 0: a (sample, neuron) pair with ``|w_j . x_i + b_j|`` within a relative
-``zero-tol`` of 0 is at the kink, where the Clarke subgradient ``sigma'`` is any value in
-[0, 1] (Section 5.2); the fit chooses it (convex QP), elsewhere ``sigma' = 1(pre > 0)``.
-"""
+"""The kkt analysis's findings (Vardi, Yehudai & Shamir 2022): the universal perturbation
+along z (Theorem 4.1, Section 6), Theorem 4.1 / Corollary 4.1 with every assumption, the
+margin set, and Theorem 3.1's robust network."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from dataclasses import dataclass
-
 import numpy as np
 
-from audit_core.analysis import Analysis, AuditContext, Requirements, check_config
-from audit_core.errors import NotApplicable
-from audit_core.evidence import adversarial_example
+from audit_core.analysis import AuditContext
+from audit_core.evidence import adversarial_example, histogram
 from audit_core.findings import (
     Assumption,
     Evidence,
@@ -49,204 +23,31 @@ from audit_core.findings import (
     floats,
     summarize,
 )
-from audit_core.hookspecs import hookimpl
-from audit_core.model import AuditedModel
-
-from ._kkt_geometry import (
-    DataConditions,
-    Depth2Net,
-    KKTFit,
-    MarginSet,
-    UniversalFlip,
-    data_conditions,
-    kkt_fit,
-    line_pieces,
-    margin_direction,
-    margin_set,
-    negative_after,
-    negative_intervals,
-    robust_construction,
-    signed_labels,
-    smallest_universal_flip,
-)
-
-__version__ = "0.1.0"
-
-PAPER = "vardi2022"
+from audit_core.grading import Grade, grade
+from audit_plugins.kkt import PAPER, KKTConfig
+from audit_plugins.kkt.compute import KKTResults, Universal
+from audit_plugins.kkt.geometry import DataConditions, Depth2Net, KKTFit, MarginSet, negative_after
 
 
-@dataclass(frozen=True)
-class KKTConfig:
-    """Parameters of the kkt analysis (table ``[kkt]``)."""
-
-    slack: float = 0.1
-    """A point is on the margin when ``y_i N(x_i) <= (1 + slack) * min_j y_j N(x_j)``."""
-    high_below: float = 0.25
-    """``c / sqrt(d)`` below this fails with severity high."""
-    medium_below: float = 0.5
-    """``c / sqrt(d)`` below this warns with severity medium."""
-    kkt_tol: float = 0.1
-    """Relative KKT residual at or below which the parameters count as a KKT point."""
-    norm_rtol: float = 0.05
-    """Relative tolerance of ``||x_i|| = sqrt(d)`` (Theorems 3.1 and 4.1)."""
-    zero_tol: float = 1e-5
-    """Relative ``|w_j . x_i + b_j|`` at or below which the ReLU is at its kink."""
-    max_kinks: int = 2000
-    """At most this many (sample, neuron) kink pairs get a free subgradient (the closest)."""
-    plot_points: int = 200
-    """Grid size of the flipped-fraction curve."""
-
-    def __post_init__(self) -> None:
-        check_config(
-            self,
-            minimum={"slack": 0, "kkt_tol": 0, "norm_rtol": 0, "zero_tol": 0, "max_kinks": 0},
-            positive=("high_below", "medium_below"),
-        )
-        check_config(self, minimum={"plot_points": 2})
-
-
-@dataclass(frozen=True)
-class _Universal:
-    """The universal perturbation along ``u = z / ||z||`` and its effect."""
-
-    z: np.ndarray
-    u: np.ndarray
-    flip: UniversalFlip
-    starts: np.ndarray
-    ends: np.ndarray
-    flipped: np.ndarray
-    """Per audit point: ``y_i N(x_i - y_i c' u) < 0`` at ``c'`` just above ``c`` (layer graph)."""
-
-
-class KKTNonRobustness(Analysis):
-    """Margin set, universal perturbation along z, KKT proximity, Theorems 3.1 and 4.1."""
-
-    name = "kkt"
-    title = "KKT non-robustness (depth-2 ReLU)"
-    description = (
-        "Depth-2 ReLU nets: margin set I, the exact smallest perturbation along "
-        "z = sum_I y_i x_i flipping all of I, distance of the weights to a KKT point of "
-        "the max-margin problem, and the assumptions of Theorems 3.1 and 4.1."
-    )
-    tags = ("theorem", "kkt")
-    references = (
-        Reference(PAPER, "Theorem 4.1, Corollary 4.1"),
-        Reference(PAPER, "Theorem 2.1, equations (2)-(4)"),
-        Reference(PAPER, "Theorem 3.1"),
-        Reference(PAPER, "Section 6"),
-    )
-    requires = Requirements(data=True, dense_depth=2)
-    Config = KKTConfig
-
-    def check(self, model: AuditedModel, data) -> str | None:
-        classes = model.graph.num_classes
-        if classes == 2:
-            return None
-        return f"needs a binary classifier (the model has {classes} classes)"
-
-    def run(self, ctx: AuditContext) -> Iterable[Finding]:
-        config: KKTConfig = ctx.config
-        ctx.progress.total(4)
-        view = ctx.model.dense_view
-        net = Depth2Net.from_matrices(view.weights, view.biases)
-        x = ctx.data.flat.astype(np.float64)
-        y = signed_labels(ctx.data.y)
-        margins = y * _decision_logit(ctx, x)
-        try:
-            margin = margin_set(margins, config.slack)
-        except ValueError as error:
-            raise NotApplicable(str(error)) from error
-        ctx.progress.advance()
-        universal = _universal(ctx, net, x, y, margin)
-        ctx.progress.advance()
-        kkt = kkt_fit(net, x[margin.mask], y[margin.mask], config.zero_tol, config.max_kinks)
-        ctx.progress.advance()
-        lam = np.zeros(len(x))
-        lam[margin.mask] = kkt.lam
-        _export(ctx, margin, universal, kkt, lam)
-        everything = data_conditions(x, y)  # one m x m Gram matrix for both theorems
-        yield _universal_finding(ctx, x, y, margin, universal)
-        yield _theorem41_finding(ctx, net, x, y, margin, universal, kkt, everything)
-        yield _margin_finding(ctx, margin)
-        yield _theorem31_finding(ctx, net, x, y, margin, universal, everything)
-        ctx.progress.advance()
-
-
-def _decision_logit(ctx: AuditContext, x: np.ndarray) -> np.ndarray:
-    """``N(x)``: the logit, or logit 1 minus logit 0, from the layer graph (float64)."""
-    logits = ctx.model.graph.forward(x.reshape(len(x), *ctx.model.graph.input_shape))
-    logits = logits.detach().numpy().reshape(len(x), -1)
-    return logits[:, 0] if logits.shape[1] == 1 else logits[:, 1] - logits[:, 0]
-
-
-# ----------------------------------------------------------------------------- computations
-
-
-def _universal(
-    ctx: AuditContext, net: Depth2Net, x: np.ndarray, y: np.ndarray, margin: MarginSet
-) -> _Universal:
-    """Exact smallest ``c`` along ``u`` for ``I``; then every audit point checked at ``c``
-    by the layer graph (an implementation independent of the line search)."""
-    z = margin_direction(x, y, margin.mask)
-    length = float(np.linalg.norm(z))
-    u = z / length if length > 0 else z
-    starts, ends = negative_intervals(line_pieces(net, x, y, u))
-    flip = smallest_universal_flip(starts[margin.mask], ends[margin.mask])
-    flipped = np.zeros(len(x), dtype=bool)
-    if np.isfinite(flip.c_inside):
-        moved = x - y[:, None] * flip.c_inside * u[None, :]
-        flipped = y * _decision_logit(ctx, moved) < 0
-        if not flipped[margin.mask].all():
-            raise RuntimeError("the exact line search disagrees with the layer graph at c")
-    return _Universal(z, u, flip, starts, ends, flipped)
-
-
-def _export(
-    ctx: AuditContext, margin: MarginSet, universal: _Universal, kkt: KKTFit, lam: np.ndarray
-) -> None:
-    ctx.export(
-        "kkt",
-        index=ctx.data.indices,
-        label=ctx.data.y,
-        margin=margin.margins,
-        normalised_margin=margin.normalised,
-        margin_mask=margin.mask,
-        z=universal.z,
-        c=np.float64(universal.flip.c),
-        c_inside=np.float64(universal.flip.c_inside),
-        first_flip=universal.starts[:, 0],
-        flipped_at_c=universal.flipped,
-        sqrt_d=np.float64(np.sqrt(len(universal.z))),
-        **{"lambda": lam},
-        residual=np.float64(kkt.residual),
-    )
-
-
-def _judge(ratio: float, config: KKTConfig) -> tuple[Status, Severity]:
-    if ratio < config.high_below:
-        return Status.FAIL, Severity.HIGH
-    if ratio < config.medium_below:
-        return Status.WARN, Severity.MEDIUM
-    return Status.PASS, Severity.INFO
+def _flip_grade(ratio: float, config: KKTConfig) -> Grade:
+    """``c / sqrt(d)`` against ``high_below`` (fail, high) and ``medium_below`` (warn)."""
+    return grade(ratio, "c_over_sqrt_d", ">=", fail=config.high_below, warn=config.medium_below)
 
 
 def _number(value: float) -> float | None:
     return float(value) if np.isfinite(value) else None
 
 
-# ----------------------------------------------------------------------------- findings
-
-
-def _universal_finding(
-    ctx: AuditContext, x: np.ndarray, y: np.ndarray, margin: MarginSet, universal: _Universal
-) -> Finding:
+def universal_finding(ctx: AuditContext, r: KKTResults) -> Finding:
+    """The measured universal perturbation along z against sqrt(d) (Theorem 4.1, Sec. 6)."""
     config: KKTConfig = ctx.config
+    x, y, margin, universal = r.x, r.y, r.margin, r.universal
     d = x.shape[1]
     c = universal.flip.c
     root_d = float(np.sqrt(d))
     typical = float(np.median(np.linalg.norm(x, axis=1)))
     ratio = c / root_d
-    status, severity = _judge(ratio, config)
+    judged = _flip_grade(ratio, config)
     size = int(margin.mask.sum())
     flipped = float(universal.flipped.mean())
     if np.isfinite(c):
@@ -262,8 +63,8 @@ def _universal_finding(
     return ctx.finding(
         "universal-perturbation",
         title="Universal perturbation along z = sum_I y_i x_i (l2, exact along the line)",
-        status=status,
-        severity=severity,
+        status=judged.status,
+        severity=judged.severity,
         method=Method.EMPIRICAL,
         summary=summary,
         metrics=[
@@ -280,7 +81,7 @@ def _universal_finding(
                 "samples",
             ),
         ],
-        threshold=Threshold("c_over_sqrt_d", ">=", config.high_below),
+        threshold=judged.threshold,
         evidence=Evidence(
             summaries=(summarize("first_flip_on_margin", universal.starts[margin.mask, 0], "l2"),),
             examples=_examples(ctx, y, universal, worst) if np.isfinite(c) else (),
@@ -302,7 +103,7 @@ def _universal_finding(
     )
 
 
-def _examples(ctx: AuditContext, y: np.ndarray, universal: _Universal, position: int) -> tuple:
+def _examples(ctx: AuditContext, y: np.ndarray, universal: Universal, position: int) -> tuple:
     c = universal.flip.c_inside
     x_adv = ctx.data.flat[position] - y[position] * c * universal.u
     values = {
@@ -314,7 +115,7 @@ def _examples(ctx: AuditContext, y: np.ndarray, universal: _Universal, position:
     )
 
 
-def _flip_curve(universal: _Universal, margin: MarginSet, root_d: float, points: int) -> Plot:
+def _flip_curve(universal: Universal, margin: MarginSet, root_d: float, points: int) -> Plot:
     c = universal.flip.c
     top = max(1.5 * c, root_d) if np.isfinite(c) else 2 * root_d
     grid = np.linspace(0.0, top, points)
@@ -332,18 +133,11 @@ def _flip_curve(universal: _Universal, margin: MarginSet, root_d: float, points:
     )
 
 
-def _theorem41_finding(
-    ctx: AuditContext,
-    net: Depth2Net,
-    x: np.ndarray,
-    y: np.ndarray,
-    margin: MarginSet,
-    universal: _Universal,
-    kkt: KKTFit,
-    everything: DataConditions,
-) -> Finding:
+def theorem41_finding(ctx: AuditContext, r: KKTResults) -> Finding:
+    """Theorem 4.1 / Corollary 4.1: KKT proximity and every assumption, checked or not."""
     config: KKTConfig = ctx.config
-    on_margin = data_conditions(x[margin.mask], y[margin.mask])
+    net, x, margin, universal, kkt = r.net, r.x, r.margin, r.universal, r.kkt
+    everything, on_margin = r.everything, r.on_margin
     misclassified = int(np.sum(margin.margins <= 0))
     assumptions = _theorem41_assumptions(config, net, kkt, on_margin, everything, misclassified)
     kkt_ok = kkt.residual <= config.kkt_tol
@@ -351,7 +145,7 @@ def _theorem41_finding(
     applies = all(a.holds for a in corollary if a.holds is not None)
     ratio = universal.flip.c / np.sqrt(x.shape[1])
     if applies:
-        status, severity = Status.FAIL, max(_judge(ratio, config)[1], Severity.MEDIUM)
+        status, severity = Status.FAIL, max(_flip_grade(ratio, config).severity, Severity.MEDIUM)
         verdict = (
             "Corollary 4.1 applies: the net is a KKT point of problem (2) and the margin set "
             "meets the data conditions, so one perturbation eta z of norm "
@@ -508,8 +302,10 @@ def _theorem41_metrics(
     return metrics
 
 
-def _margin_finding(ctx: AuditContext, margin: MarginSet) -> Finding:
+def margin_finding(ctx: AuditContext, r: KKTResults) -> Finding:
+    """The margin set I and the normalised margins (Section 6)."""
     config: KKTConfig = ctx.config
+    margin = r.margin
     correct = margin.margins > 0
     size = int(margin.mask.sum())
     inside = margin.normalised[margin.mask]
@@ -536,13 +332,12 @@ def _margin_finding(ctx: AuditContext, margin: MarginSet) -> Finding:
         evidence=Evidence(
             summaries=(summarize("normalised_margin", margin.normalised[correct]),),
             plots=(
-                Plot(
-                    id="normalised-margins",
-                    title="Normalised margins y_i N(x_i) / min_j y_j N(x_j)",
-                    kind="histogram",
+                histogram(
+                    "normalised-margins",
+                    "Normalised margins y_i N(x_i) / min_j y_j N(x_j)",
+                    margin.normalised[correct],
                     x_label="normalised margin",
-                    y_label="samples",
-                    series=(Series("correctly classified", floats(margin.normalised[correct])),),
+                    series="correctly classified",
                 ),
             ),
         ),
@@ -550,24 +345,15 @@ def _margin_finding(ctx: AuditContext, margin: MarginSet) -> Finding:
     )
 
 
-def _theorem31_finding(
-    ctx: AuditContext,
-    net: Depth2Net,
-    x: np.ndarray,
-    y: np.ndarray,
-    margin: MarginSet,
-    universal: _Universal,
-    everything: DataConditions,
-) -> Finding:
+def theorem31_finding(ctx: AuditContext, r: KKTResults) -> Finding:
+    """Theorem 3.1: whether a sqrt(d)-robust depth-2 network exists for the audit data."""
     config: KKTConfig = ctx.config
-    m, d = x.shape
-    constant = everything.max_inner / d  # Theorem 3.1's c = max_{i != j} |<x_i, x_j>| / d
-    deviation = everything.norm_deviation
-    radius = (1 - constant) / 4 * np.sqrt(d)
+    m = r.x.shape[0]
+    constant, radius, robust_c = r.theorem31.constant, r.theorem31.radius, r.theorem31.robust_c
+    deviation = r.everything.norm_deviation
     holds = constant < 1 and deviation <= config.norm_rtol
-    width = net.W.shape[0]
-    c = universal.flip.c
-    robust_c = _robust_c_along_z(x, y, margin, universal, constant) if constant < 1 else np.inf
+    width = r.net.W.shape[0]
+    c = r.universal.flip.c
     if holds:
         summary = (
             f"Theorem 3.1 holds on the audit data: a depth-2 ReLU net of width {m} labels "
@@ -624,19 +410,3 @@ def _theorem31_finding(
         ),
         references=(Reference(PAPER, "Theorem 3.1"),),
     )
-
-
-def _robust_c_along_z(
-    x: np.ndarray, y: np.ndarray, margin: MarginSet, universal: _Universal, constant: float
-) -> float:
-    """The exact universal ``c`` along the same ``z`` for Theorem 3.1's robust network."""
-    robust = robust_construction(x, y, c=constant)
-    robust_net = Depth2Net(robust.W, robust.b, robust.v[None, :], np.zeros(1), np.ones(1))
-    inside = margin.mask
-    starts, ends = negative_intervals(line_pieces(robust_net, x[inside], y[inside], universal.u))
-    return smallest_universal_flip(starts, ends).c
-
-
-@hookimpl
-def audit_register_analyses(register) -> None:
-    register(KKTNonRobustness())

@@ -1,0 +1,83 @@
+"""The attack budget of a run: the ``[attacks]`` config table.
+
+One budget for every minimal-norm search of the run (``audit_core.attack_service``
+runs the search once per model and norm with it, and every analysis that asks gets
+that one result). Set it in ``audit.toml``::
+
+    [attacks]
+    steps = 60
+    restarts = 5
+
+or with ``-o attacks.steps=60``; ``audit plugins`` lists the keys. Plain data (no
+torch), so that the table can be validated and listed without loading the attacks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+from audit_core.config import check_config
+
+ATTACKS_TABLE = "attacks"
+"""Name of the table (``[attacks]``, ``-o attacks.KEY=VALUE``); no analysis may take it."""
+
+
+@dataclass(frozen=True)
+class MinimalAttackConfig:
+    """Budget of the minimal-norm search (:func:`audit_core.attacks.minimal_adversarial`)."""
+
+    steps: int = 40
+    """PGD iterations per restart and bisection step."""
+    restarts: int = 10
+    """PGD starts per bisection step: the first from the best adversarial direction found so
+    far (rescaled into the ball), the others from uniform random points of the ball (Madry et
+    al. 2018)."""
+    step_fraction: float = 0.08
+    """PGD step size as a fraction of the radius (l2: length of a normalised-gradient step;
+    linf: size of a sign step)."""
+    bisection_steps: int = 10
+    """Halvings of the radius interval [lo, best distance] per sample."""
+    bisection_rtol: float = 1e-3
+    """A sample leaves the bisection once hi - lo <= bisection_rtol * hi."""
+    deepfool_iter: int = 50
+    """DeepFool iterations for the first adversarial point (Moosavi-Dezfooli et al. 2016)."""
+    overshoot: float = 0.02
+    """DeepFool overshoot (the line search removes it afterwards)."""
+    line_search_steps: int = 40
+    """Halvings of t in the line search along x_adv - x that shrinks every point found."""
+    search_radius: float = 0.0
+    """PGD radius tried for samples DeepFool did not break; 0: the diameter of the input box
+    in the norm, or 4 max(1, ||x||) without finite bounds."""
+    batch_size: int = 256
+    """Samples searched together (bounds the memory of DeepFool's Jacobian, batch_size x
+    classes x input size floats)."""
+
+    def __post_init__(self) -> None:
+        check_config(
+            self,
+            minimum={
+                "steps": 1,
+                "restarts": 1,
+                "bisection_steps": 1,
+                "bisection_rtol": 0,
+                "deepfool_iter": 1,
+                "overshoot": 0,
+                "line_search_steps": 0,
+                "search_radius": 0,
+                "batch_size": 1,
+            },
+            positive=("step_fraction",),
+        )
+
+    def work_units(self, num_samples: int) -> int:
+        """Total work units of the search on ``num_samples`` samples.
+
+        A unit is one sample going through one phase; the phases are DeepFool, the wide PGD
+        search for samples DeepFool missed, and each bisection step (samples that need no
+        work in a phase, e.g. misclassified ones, still count as done).
+        """
+        return num_samples * (self.bisection_steps + 2)
+
+
+ATTACK_KEYS = frozenset(f.name for f in fields(MinimalAttackConfig))
+"""The keys of the ``[attacks]`` table."""

@@ -1,0 +1,113 @@
+"""Certified radii (Singla & Feizi 2019) beside attack upper bounds: the gap.
+
+Per audit sample and relative to the class the model *predicts* there:
+
+* **simplex certificate** (Theorem 3, Algorithm 1): ``min(d_min, P_min)`` from the
+  local linearisation of any piecewise-linear layer graph (MLPs of any depth, CNNs
+  with MaxPool/AveragePool, residual sums), batched, in float64;
+* **decision-boundary certificate** (Theorem 4) for one-hidden-layer ReLU nets: the
+  numerator minimised over theta in ``[0, 1]^N1`` in closed form, the denominator with
+  the spectral norm of ``W1``;
+* **the gap to attacks** (Section 5): the certified radius beside the smallest
+  adversarial distance the core's minimal-norm l2 search finds (the run's one search,
+  ``ctx.attacks.minimal("l2")``, exactly the one ``attack-bound`` reports), their
+  ratio, certified and empirical robust accuracy as curves over eps (l2, and linf
+  through ``r / sqrt(d)``), and at ``--eps`` the fractions certified robust / proven
+  non-robust / undecided.
+
+Both radii have a documented numerical safety margin subtracted (float32 runtime
+deviation within the fidelity tolerance, float32 input rounding, float64 rounding;
+see ``audit_plugins.certificates.radii``), so that they hold for the deployed
+model, not only for the float64 graph. The runtime part is spot-checked: onnxruntime
+is run at points of every certified ball, and a larger deviation than assumed
+raises the tolerance and recomputes the radii (finding ``runtime``).
+
+Misclassified samples: a radius is still computed (it protects the predicted
+class), but such a sample is already adversarial for its label, so it is never
+counted as certified robust and always counts as proven non-robust; ratios are
+reported for correctly classified samples only.
+
+Modules: ``radii`` (the maths of Theorems 3 and 4 and the safety margin), ``compute``
+(the radii on the audit samples, the runtime spot-check, the run's attack search),
+``findings`` (the prose).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from audit_core.analysis import Analysis, AuditContext, Requirements, check_config
+from audit_core.findings import Finding, Reference
+from audit_core.hookspecs import hookimpl
+
+__version__ = "0.1.0"
+
+
+@dataclass(frozen=True)
+class CertificatesConfig:
+    """Parameters of the certificates analysis (table ``[certificates]``)."""
+
+    fail_nonrobust_above: float = 0.5
+    """Proven non-robust fraction at eps above this fails (severity ``high``)."""
+    warn_nonrobust_above: float = 0.1
+    """Proven non-robust fraction at eps above this warns (severity ``medium``)."""
+    warn_undecided_above: float = 0.5
+    """Undecided fraction at eps above this warns (severity ``low``): the certificates are
+    too loose to settle the question either way."""
+    logit_tolerance: float = 0.0
+    """Relative logit deviation of the deployed runtime from the float64 graph to guard
+    against; the larger of this, the fidelity tolerance and the observed fidelity error is
+    used (raise it for e.g. a float16 deployment)."""
+    worst_examples: int = 5
+    """Number of samples with the smallest certified radius shown as evidence."""
+    runtime_points: int = 32
+    """Points per certified ball (half on its sphere, half inside) at which onnxruntime's
+    logits are compared with the float64 graph's; a deviation above the logit slack's
+    tolerance raises the tolerance and recomputes the radii. 0: no check."""
+
+    def __post_init__(self) -> None:
+        check_config(
+            self,
+            minimum={"logit_tolerance": 0, "worst_examples": 0, "runtime_points": 0},
+        )
+
+
+class Certificates(Analysis):
+    """Simplex and decision-boundary certified radii, and their gap to attack distances."""
+
+    name = "certificates"
+    title = "Certified radii and the gap to attacks"
+    description = (
+        "Per-sample certified l2 radius (simplex certificate, Theorem 3; decision-boundary "
+        "certificate, Theorem 4, for one-hidden-layer nets) beside the smallest adversarial "
+        "distance found by attacks: certified vs empirical robust accuracy over eps."
+    )
+    tags = ("certified", "certificate")
+    references = (
+        Reference("singla2019", "Theorem 3 (simplex certificate), Algorithm 1"),
+        Reference("singla2019", "Theorem 4 (decision-boundary certificate)"),
+        Reference("singla2019", "Section 5 (attack upper bounds)"),
+    )
+    requires = Requirements(data=True, piecewise_linear=True)
+    Config = CertificatesConfig
+
+    def run(self, ctx: AuditContext) -> Iterable[Finding]:
+        from audit_plugins.certificates import compute, findings
+
+        results = compute.compute(ctx)
+        compute.export(ctx, self.name, results)
+        yield findings.simplex_finding(ctx, results)
+        yield findings.decision_boundary_finding(ctx, results)
+        yield findings.gap_finding(ctx, results)
+        yield findings.consistency_finding(ctx, results)
+        yield findings.runtime_finding(ctx, results)
+
+    def headline(self, findings: tuple[Finding, ...]) -> str:
+        gap = [f for f in findings if f.id.startswith(f"{self.name}/gap/")]
+        return gap[0].summary if gap else super().headline(findings)
+
+
+@hookimpl
+def audit_register_analyses(register) -> None:
+    register(Certificates())

@@ -1,0 +1,216 @@
+"""The certificates analysis's numbers on the audit samples (Singla & Feizi 2019).
+
+Both certified radii (``radii``: Theorem 3 for any piecewise-linear graph, Theorem 4
+for one-hidden-layer nets) with the logit slack for the deployed runtime, spot-checked
+by onnxruntime inside every certified ball (the slack is raised and the radii recomputed
+when the runtime deviates more), beside the run's minimal-norm search (Section 5): the
+l2 search, and under ``--norm linf`` the linf search too, both exactly the ones
+``attack-bound`` reports.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from audit_core.analysis import AuditContext
+from audit_core.attacks import MinimalAdversarial, numpy_distance
+from audit_core.fidelity import sample_errors
+from audit_core.labels import predict
+from audit_core.linearize import LocalLinearization, linearize
+from audit_plugins.certificates.radii import (
+    SimplexCertificate,
+    decision_boundary_certificate,
+    linf_radius,
+    simplex_from_linearization,
+)
+
+
+@dataclass(frozen=True)
+class RuntimeCheck:
+    """onnxruntime vs the float64 graph at points of the certified balls.
+
+    ``deviation``: largest scaled logit deviation seen (per sample, as the slack);
+    ``tolerance``: the tolerance the final radii use; ``raised``: True when the
+    deviation forced it above the configured one; ``flipped``: samples where the
+    deployed model changed class inside their ball (their radius is set to 0).
+    """
+
+    points: int
+    deviation: float
+    tolerance: float
+    raised: bool
+    flipped: np.ndarray
+
+
+@dataclass(frozen=True)
+class CertificateResults:
+    """Everything the findings are built from (float64 per-sample arrays)."""
+
+    simplex: SimplexCertificate
+    decision_boundary: np.ndarray | None
+    db_reason: str
+    certified: np.ndarray
+    attack: MinimalAdversarial
+    attack_linf: np.ndarray
+    correct: np.ndarray
+    tolerance: float
+    seconds_per_sample: float
+    dimension: int
+    runtime: RuntimeCheck
+
+    @property
+    def certified_linf(self) -> np.ndarray:
+        return linf_radius(self.certified, self.dimension)
+
+    @property
+    def ratio(self) -> np.ndarray:
+        """certified / attack distance on correctly classified samples with an attack point."""
+        usable = self.correct & self.attack.found & (self.attack.distance > 0)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.where(usable, self.certified / self.attack.distance, np.nan)
+
+
+def logit_tolerance(ctx: AuditContext) -> float:
+    """The logit tolerance the slack starts from: the configured one, the fidelity
+    tolerance or the observed fidelity error, whichever is largest."""
+    fidelity = ctx.model.fidelity
+    return max(ctx.config.logit_tolerance, fidelity.tolerance, fidelity.graph_error)
+
+
+def compute(ctx: AuditContext) -> CertificateResults:
+    """Certified radii (runtime-checked) and the run's attack distances per sample."""
+    data = ctx.data
+    searches = 2 if ctx.norm == "linf" else 1
+    ctx.progress.total(len(data) + searches * ctx.attacks.work_units())
+    ctx.progress.note("simplex certificate")
+    clock = time.perf_counter()
+    simplex, db, reason, certified, runtime = _certify_checked(ctx, logit_tolerance(ctx))
+    seconds = (time.perf_counter() - clock) / max(1, len(data))
+    ctx.progress.advance(len(data))
+    ctx.progress.note("l2 minimal-norm attack")
+    attack = ctx.attacks.minimal("l2", ctx.progress_callback())  # the run's one l2 search
+    attack_linf = np.where(attack.found, numpy_distance(attack.x_adv, data.x, "linf"), np.inf)
+    if ctx.norm == "linf":  # judged in linf: the run's linf search (attack-bound's) too
+        ctx.progress.note("linf minimal-norm attack")
+        linf = ctx.attacks.minimal("linf", ctx.progress_callback())
+        attack_linf = np.minimum(attack_linf, linf.distance)
+    return CertificateResults(
+        simplex=simplex,
+        decision_boundary=db,
+        db_reason=reason,
+        certified=certified,
+        attack=attack,
+        attack_linf=attack_linf,
+        correct=simplex.predicted == data.y,
+        tolerance=runtime.tolerance,
+        seconds_per_sample=seconds,
+        dimension=ctx.model.graph.input_size,
+        runtime=runtime,
+    )
+
+
+def _certify(ctx: AuditContext, lin: LocalLinearization, tolerance: float):
+    simplex = simplex_from_linearization(lin, tolerance=tolerance)
+    db, reason = _decision_boundary(ctx, simplex.predicted, tolerance)
+    certified = simplex.radius if db is None else np.maximum(simplex.radius, db)
+    return simplex, db, reason, certified
+
+
+def _certify_checked(ctx: AuditContext, tolerance: float, rounds: int = 3):
+    """Radii whose logit slack covers the runtime deviation seen inside their balls.
+
+    The slack assumes onnxruntime stays within ``tolerance * max(1, |logit|)`` of the
+    float64 graph everywhere in each ball; cancellation in float32 can break that far
+    from the checked samples. Each round samples every ball, and when the deviation
+    exceeds the tolerance, recomputes with twice the deviation (a spot check, not a
+    proof: see the assumption in the findings).
+    """
+    initial, deviation = tolerance, 0.0
+    points = ctx.config.runtime_points
+    flipped = np.zeros(len(ctx.data), dtype=bool)
+    lin = linearize(ctx.model.graph, ctx.data.x)  # the slack changes between rounds, not this
+    for _ in range(rounds):
+        simplex, db, reason, certified = _certify(ctx, lin, tolerance)
+        if points <= 0:
+            break
+        seen, flips = _runtime_deviation(ctx, certified, simplex.predicted, points)
+        deviation, flipped = max(deviation, seen), flipped | flips
+        if seen <= tolerance:
+            break
+        tolerance = 2.0 * seen
+    runtime = RuntimeCheck(points, deviation, tolerance, tolerance > initial, flipped)
+    return simplex, db, reason, np.where(flipped, 0.0, certified), runtime
+
+
+def _runtime_deviation(
+    ctx: AuditContext, radius: np.ndarray, predicted: np.ndarray, points: int
+) -> tuple[float, np.ndarray]:
+    """Largest scaled logit deviation over ``points`` points of each positive-radius ball,
+    and the samples whose deployed prediction changes at one of them."""
+    flipped = np.zeros(len(radius), dtype=bool)
+    worst = 0.0
+    positive = np.flatnonzero(radius > 0)
+    chunk = max(1, 4_000_000 // (points * ctx.model.graph.input_size))
+    for start in range(0, positive.size, chunk):
+        rows = positive[start : start + chunk]
+        seen, moved = _ball_points(ctx, rows, radius, predicted, points)
+        worst, flipped[rows] = max(worst, seen), moved
+    return worst, flipped
+
+
+def _ball_points(
+    ctx: AuditContext, rows: np.ndarray, radius: np.ndarray, predicted: np.ndarray, points: int
+) -> tuple[float, np.ndarray]:
+    x = ctx.data.x[rows].reshape(rows.size, -1)
+    direction = ctx.rng.standard_normal((rows.size, points, x.shape[1]))
+    direction /= np.linalg.norm(direction, axis=2, keepdims=True)
+    scale = np.ones((rows.size, points, 1))
+    scale[:, points // 2 :, 0] = ctx.rng.uniform(0.0, 1.0, (rows.size, points - points // 2))
+    inside = x[:, None, :] + direction * scale * radius[rows, None, None]
+    inside = inside.reshape(-1, *ctx.model.graph.input_shape)
+    deployed = ctx.model.runtime.logits(inside)
+    with torch.no_grad():
+        ours = ctx.model.graph.forward(inside).reshape(len(inside), -1).numpy()
+    errors = sample_errors(ours, deployed)
+    moved = predict(deployed).reshape(rows.size, points) != predicted[rows, None]
+    return float(errors.max(initial=0.0)), moved.any(axis=1)
+
+
+def _decision_boundary(
+    ctx: AuditContext, predicted: np.ndarray, tolerance: float
+) -> tuple[np.ndarray | None, str]:
+    view = ctx.model.dense_view
+    if view is None:
+        return None, "Theorem 4 needs a plain affine -> ReLU -> affine chain; the model is not one"
+    if view.depth != 2:
+        return None, (
+            f"Theorem 4 needs exactly one hidden ReLU layer (depth 2); the model has depth "
+            f"{view.depth} (its numerator would be a polynomial in theta)"
+        )
+    radius = decision_boundary_certificate(view, ctx.data.x, predicted, tolerance=tolerance)
+    return radius, ""
+
+
+def export(ctx: AuditContext, name: str, r: CertificateResults) -> None:
+    """``--export``: every per-sample radius, distance and ratio."""
+    n = len(ctx.data)
+    db = r.decision_boundary if r.decision_boundary is not None else np.full(n, np.nan)
+    ctx.export(
+        name,
+        index=ctx.data.indices,
+        label=ctx.data.y,
+        predicted=r.simplex.predicted,
+        simplex_radius=r.simplex.radius,
+        simplex_linf_radius=linf_radius(r.simplex.radius, r.dimension),
+        face_distance=r.simplex.face_distance,
+        decision_distance=r.simplex.decision_distance,
+        decision_boundary_radius=db,
+        certified_radius=r.certified,
+        attack_distance=r.attack.distance,
+        attack_linf_distance=r.attack_linf,
+        ratio=r.ratio,
+    )
