@@ -37,3 +37,19 @@ def test_the_browser_install_step_targets_the_paths_the_browser_test_uses() -> N
     for path in ("/usr/bin/chromium", "/usr/bin/chromedriver"):
         assert path in script and path in browser_test
     assert "apt-get install" in script and "chromium-driver" in script
+
+
+def test_every_package_folder_is_shipped() -> None:
+    """``[tool.setuptools] packages`` lists every folder with an ``__init__.py`` (an
+    editable install finds unlisted subpackages; a wheel would not)."""
+    import tomllib
+
+    root = Path(__file__).resolve().parents[1]
+    config = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]
+    listed = set(config["packages"])
+    found = set()
+    for name, folder in config["package-dir"].items():
+        for init in (root / folder).rglob("__init__.py"):
+            relative = init.parent.relative_to(root / folder)
+            found.add(".".join((name, *relative.parts)))
+    assert found == listed
