@@ -61,11 +61,12 @@ class Splits:
 
 @dataclass
 class Relaxations:
-    """What a backward pass may tune: lower slopes per piecewise-linear node ``(B, S,
-    *shape)`` or ``(B, 1, *shape)``, and beta multipliers ``(B, S, *shape)`` per split
-    pre-activation node (>= 0)."""
+    """What a backward pass may tune: per elementwise piecewise-linear node, alpha in
+    [0, 1] ``(B, S or 1, *shape)``, the lower slope's position in the range of slopes met
+    on each neuron's interval (stable neurons keep their exact slope); per split
+    pre-activation node, beta multipliers ``(B, S or 1, *shape)`` (>= 0)."""
 
-    slopes: dict[int, Tensor] = field(default_factory=dict)
+    alphas: dict[int, Tensor] = field(default_factory=dict)
     betas: dict[int, Tensor] = field(default_factory=dict)
 
 
@@ -125,13 +126,16 @@ class BoundPropagation:
         splits: Splits | None = None,
         relaxations: Mapping[int, Relaxations] | None = None,
         refine: bool = True,
+        masks: Mapping[int, Tensor] | None = None,
     ) -> dict[int, Bounds]:
         """Bounds of every pre-activation node (CROWN where a neuron is unstable).
 
         ``known``: bounds valid already (a parent subdomain's), intersected in;
         ``splits``: split constraints applied to the bounds; ``relaxations``: per
-        pre-activation node, the slopes (and betas) of its own backward pass
-        (alpha-CROWN on intermediate bounds).
+        pre-activation node, the alphas (and betas) of its own backward pass, whose spec
+        axis lists the ``masks`` neurons' lower bounds, then their upper bounds
+        (alpha-CROWN on intermediate bounds); ``masks``: the neurons to refine per node
+        (default: the unstable ones).
         """
         known = known or {}
         splits = splits or Splits()
@@ -147,7 +151,8 @@ class BoundPropagation:
                 here = node.layer.interval(*(interval[i] for i in node.inputs))
             here = _intersect(here, known.get(index))
             if index in self.consumers:
-                here = self._tighten(index, here, inputs, result, splits, relaxations, refine)
+                mask = None if masks is None else masks.get(index)
+                here = self._tighten(index, here, inputs, result, splits, relaxations, refine, mask)
                 result[index] = here
             interval.append(here)
         return result
@@ -161,18 +166,27 @@ class BoundPropagation:
         splits: Splits,
         relaxations: Mapping[int, Relaxations] | None,
         refine: bool,
+        mask: Tensor | None = None,
     ) -> Bounds:
         """A pre-activation's bounds: CROWN on its unstable neurons, then its splits.
 
         Only outputs of affine layers (and the input) are refined: through an elementwise
         monotone layer the interval of each output is exact given its input's interval,
         and CROWN cannot beat it."""
-        if refine and self.nodes[node].layer.kind in (LayerKind.AFFINE, LayerKind.INPUT):
-            mask = self._unstable(node, here)
+        if refine and self.refinable(node):
+            mask = self._unstable(node, here) if mask is None else mask
             if bool(mask.any()):
                 relax = (relaxations or {}).get(node)
                 here = self._refine(node, here, mask, inputs, done, splits, relax)
         return splits.apply(node, here)
+
+    def refinable(self, node: int) -> bool:
+        """True for the pre-activation nodes CROWN refines (outputs of affine layers)."""
+        return self.nodes[node].layer.kind in (LayerKind.AFFINE, LayerKind.INPUT)
+
+    def unstable(self, node: int, bounds: Bounds) -> Tensor:
+        """Neurons of ``node`` unstable in some row of the batch, ``(*shape)``."""
+        return self._straddles(node, *bounds).any(dim=0)
 
     def _unstable(self, node: int, bounds: Bounds) -> Tensor:
         """Neurons of ``node`` unstable in some row of the batch, ``(*shape)``."""
@@ -220,7 +234,13 @@ class BoundPropagation:
             specs[torch.arange(count, 2 * count), part] = -1.0
             specs = specs.reshape(1, 2 * count, *self.shapes[node])
             specs = specs.expand(batch, *specs.shape[1:])
-            weights, bias = self.backward(node, specs, done, relax, splits)
+            rows = torch.cat(
+                [
+                    torch.arange(start, start + count),
+                    len(chosen) + torch.arange(start, start + count),
+                ]
+            )
+            weights, bias = self.backward(node, specs, done, _rows_of(relax, rows), splits)
             found = inputs.quick_minimum(weights) + bias
             new_low = torch.maximum(flat_low[:, part], found[:, :count])
             new_high = torch.minimum(flat_high[:, part], -found[:, count:])
@@ -238,7 +258,8 @@ class BoundPropagation:
     ) -> Tensor:
         """``found`` with the exact minimum on both specs of every ``still`` neuron."""
         rows, columns = still.nonzero(as_tuple=True)
-        rows, columns = rows[: EXACT_BUDGET // (2 * weights.shape[-1])], columns[: len(rows)]
+        limit = EXACT_BUDGET // (2 * weights.shape[-1])
+        rows, columns = rows[:limit], columns[:limit]
         if len(rows) == 0:
             return found
         count = still.shape[1]
@@ -269,10 +290,12 @@ class BoundPropagation:
         bounds: Mapping[int, Bounds],
         relax: Relaxations | None = None,
         splits: Splits | None = None,
+        record: dict[int, Tensor] | None = None,
     ) -> tuple[Tensor, Tensor]:
         """Linear lower bound of ``specs . z_start`` in the graph input: ``(A, b)`` with
         ``specs . z_start >= A . x + b`` for every input whose pre-activations lie in
-        ``bounds``; ``A`` ``(B, S, D)``, ``b`` ``(B, S)``."""
+        ``bounds``; ``A`` ``(B, S, D)``, ``b`` ``(B, S)``. ``record`` receives the
+        coefficients reaching each piecewise-linear node (for branching heuristics)."""
         relax = relax or Relaxations()
         batch, count = specs.shape[:2]
         pending: dict[int, Tensor] = {start: specs}
@@ -296,15 +319,34 @@ class BoundPropagation:
                     _accumulate(pending, source, part.reshape(batch, count, *self.shapes[source]))
             else:
                 source = node.inputs[0]
-                weights, offset = node.layer.backward_bound(
-                    coefficients, bounds[source], relax.slopes.get(index)
-                )
+                if record is not None:
+                    record[index] = coefficients.detach()
+                slope = _slope(node.layer, bounds[source], relax.alphas.get(index))
+                weights, offset = node.layer.backward_bound(coefficients, bounds[source], slope)
                 bias = bias + offset
                 _accumulate(pending, source, weights)
         weights = pending.get(0)
         if weights is None:
             weights = torch.zeros((batch, count, *self.shapes[0]), dtype=torch.float64)
         return weights.reshape(batch, count, -1), bias
+
+
+def _rows_of(relax: Relaxations | None, rows: Tensor) -> Relaxations | None:
+    """The alphas and betas of the specs ``rows`` (one chunk of an intermediate bound)."""
+    if relax is None:
+        return None
+    return Relaxations(
+        {i: a[:, rows] if a.shape[1] > 1 else a for i, a in relax.alphas.items()},
+        {i: b[:, rows] if b.shape[1] > 1 else b for i, b in relax.betas.items()},
+    )
+
+
+def _slope(layer, bounds: Bounds, alpha: Tensor | None) -> Tensor | None:
+    """The lower slopes for ``alpha`` (None: the layer's default)."""
+    if alpha is None:
+        return None
+    smallest, largest = layer.slope_range(*bounds)
+    return smallest.unsqueeze(1) + alpha * (largest - smallest).unsqueeze(1)
 
 
 def _beta_term(

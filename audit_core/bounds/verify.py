@@ -87,13 +87,13 @@ class Verifier:
         inputs: InputSet,
         labels: Tensor,
         bounds: dict[int, Bounds] | None = None,
-        slopes: dict[int, Tensor] | None = None,
+        alphas: dict[int, Tensor] | None = None,
     ) -> MarginBounds:
         """CROWN margin bounds over ``inputs`` (intermediate bounds computed if not given)."""
         if bounds is None:
             bounds = self.bp.intermediate(inputs)
         specs = self.specs(labels)
-        lower = self.bp.lower_bound(self.output, specs, inputs, bounds, Relaxations(slopes or {}))
+        lower = self.bp.lower_bound(self.output, specs, inputs, bounds, Relaxations(alphas or {}))
         return self._split(lower, len(specs[0]))
 
     def _split(self, lower: Tensor, total: int) -> MarginBounds:
@@ -115,54 +115,123 @@ class Verifier:
         neuron (one slope per margin and neuron, projected gradient ascent with Adam);
         each iterate is a valid bound, the best one per margin is kept."""
         specs = self.specs(labels)
-        ranges, alphas = self._initial_alphas(bounds, specs.shape[1])
-        best = self.bp.lower_bound(
-            self.output, specs, inputs, bounds, Relaxations(_slopes(ranges, alphas))
-        ).detach()
-        if not alphas or iterations <= 0:
-            return self._split(best, specs.shape[1])
-        optimizer = torch.optim.Adam(list(alphas.values()), lr=learning_rate)
-        for _ in range(iterations):
-            lower = self.bp.lower_bound(
-                self.output, specs, inputs, bounds, Relaxations(_slopes(ranges, alphas))
-            )
+        alphas = self.initial_alphas(bounds, specs.shape[1])
+        best = torch.full(specs.shape[:2], -float("inf"), dtype=torch.float64)
+        optimizer = torch.optim.Adam(list(alphas.values()), lr=learning_rate) if alphas else None
+        for step in range(iterations + 1):
+            last = step == iterations or optimizer is None
+            with torch.set_grad_enabled(not last):
+                lower = self.bp.lower_bound(self.output, specs, inputs, bounds, Relaxations(alphas))
             best = torch.maximum(best, lower.detach())
-            optimizer.zero_grad()
-            (-lower.sum()).backward()
-            optimizer.step()
-            with torch.no_grad():
-                for alpha in alphas.values():
-                    alpha.clamp_(0.0, 1.0)
-        with torch.no_grad():
-            final = self.bp.lower_bound(
-                self.output, specs, inputs, bounds, Relaxations(_slopes(ranges, alphas))
-            )
-        return self._split(torch.maximum(best, final), specs.shape[1])
+            if last:
+                break
+            _ascend(optimizer, lower, alphas)
+        return self._split(best, specs.shape[1])
 
-    def _initial_alphas(
-        self, bounds: dict[int, Bounds], count: int
-    ) -> tuple[dict[int, tuple[Tensor, Tensor]], dict[int, Tensor]]:
-        """Per elementwise piecewise-linear node: its slope range and alphas ``(B, S, *shape)``
-        starting at CROWN's default slope."""
-        ranges, alphas = {}, {}
+    def optimized_bounds(
+        self,
+        inputs: InputSet,
+        labels: Tensor,
+        iterations: int,
+        learning_rate: float = 0.1,
+    ) -> tuple[dict[int, Bounds], MarginBounds]:
+        """Full alpha-CROWN: the intermediate bounds too are computed with their own
+        optimised slopes (one alpha per bounded neuron, side and earlier neuron), all
+        trained on the margins' bounds. Returns the tightest bounds seen for every node
+        (each iterate's are valid) and the best margin bounds."""
+        bp = self.bp
+        with torch.no_grad():
+            start = bp.intermediate(inputs)
+        masks = {p: bp.unstable(p, start[p]) for p in bp.pre_activations if bp.refinable(p)}
+        inner = self._inner_alphas(start, masks)
+        specs = self.specs(labels)
+        outer = self.initial_alphas(start, specs.shape[1])
+        params = [a for group in inner.values() for a in group.values()] + list(outer.values())
+        optimizer = torch.optim.Adam(params, lr=learning_rate) if params else None
+        # the refined neurons float free (intersecting them with CROWN's bounds would stop
+        # their gradient after the first step); the others keep CROWN's bounds
+        free = {
+            p: (torch.where(masks[p], -torch.inf, low), torch.where(masks[p], torch.inf, high))
+            if p in masks
+            else (low, high)
+            for p, (low, high) in start.items()
+        }
+        best_bounds = dict(start)
+        best = torch.full(specs.shape[:2], -float("inf"), dtype=torch.float64)
+        for step in range(iterations + 1):
+            last = step == iterations or optimizer is None
+            with torch.set_grad_enabled(not last):
+                relax = {p: Relaxations(group) for p, group in inner.items()}
+                bounds = bp.intermediate(inputs, known=free, relaxations=relax, masks=masks)
+                lower = bp.lower_bound(self.output, specs, inputs, bounds, Relaxations(outer))
+            best = torch.maximum(best, lower.detach())
+            best_bounds = {
+                p: (
+                    torch.maximum(best_bounds[p][0], low.detach()),
+                    torch.minimum(best_bounds[p][1], high.detach()),
+                )
+                for p, (low, high) in bounds.items()
+            }
+            if last:
+                break
+            _ascend(
+                optimizer,
+                lower,
+                {**outer, **{(p, i): a for p, group in inner.items() for i, a in group.items()}},
+            )
+        return best_bounds, self._split(best, specs.shape[1])
+
+    def _inner_alphas(
+        self, bounds: dict[int, Bounds], masks: dict[int, Tensor]
+    ) -> dict[int, dict[int, Tensor]]:
+        """Per refined node p, alphas ``(B, 2 n_p, *shape)`` for every earlier elementwise
+        piecewise-linear node (n_p: p's refined neurons)."""
+        inner: dict[int, dict[int, Tensor]] = {}
+        for p, mask in masks.items():
+            count = 2 * int(mask.sum())
+            if not count:
+                continue
+            group = {}
+            for index in self.bp.relaxed:
+                layer = self.bp.nodes[index].layer
+                source = self.bp.nodes[index].inputs[0]
+                if index >= p or not isinstance(layer, ElementwisePiecewiseLinear):
+                    continue
+                alpha = default_alpha(layer, *bounds[source])
+                shape = (alpha.shape[0], count, *alpha.shape[1:])
+                group[index] = alpha.unsqueeze(1).expand(shape).clone().requires_grad_(True)
+            if group:
+                inner[p] = group
+        return inner
+
+    def initial_alphas(self, bounds: dict[int, Bounds], count: int) -> dict[int, Tensor]:
+        """Per elementwise piecewise-linear node, alphas ``(B, count, *shape)`` starting at
+        CROWN's default slope (requiring grad)."""
+        alphas = {}
         for index in self.bp.relaxed:
             layer = self.bp.nodes[index].layer
             if not isinstance(layer, ElementwisePiecewiseLinear):
                 continue
             low, high = bounds[self.bp.nodes[index].inputs[0]]
-            smallest, largest = layer.slope_range(low, high)
-            span = largest - smallest
-            start = layer.default_lower_slope(low, high)
-            alpha = torch.where(
-                span > 0, (start - smallest) / torch.where(span > 0, span, 1.0), 0.0
-            )
-            ranges[index] = (smallest.unsqueeze(1), span.unsqueeze(1))
+            alpha = default_alpha(layer, low, high)
             shape = (alpha.shape[0], count, *alpha.shape[1:])
             alphas[index] = alpha.unsqueeze(1).expand(shape).clone().requires_grad_(True)
-        return ranges, alphas
+        return alphas
 
 
-def _slopes(
-    ranges: dict[int, tuple[Tensor, Tensor]], alphas: dict[int, Tensor]
-) -> dict[int, Tensor]:
-    return {i: ranges[i][0] + alphas[i] * ranges[i][1] for i in alphas}
+def default_alpha(layer: ElementwisePiecewiseLinear, low: Tensor, high: Tensor) -> Tensor:
+    """The alpha of CROWN's default lower slope on ``[low, high]``."""
+    smallest, largest = layer.slope_range(low, high)
+    span = largest - smallest
+    start = layer.default_lower_slope(low, high)
+    return torch.where(span > 0, (start - smallest) / torch.where(span > 0, span, 1.0), 0.0)
+
+
+def _ascend(optimizer: torch.optim.Optimizer, lower: Tensor, alphas: dict[int, Tensor]) -> None:
+    """One projected gradient-ascent step on the sum of the bounds."""
+    optimizer.zero_grad()
+    (-lower.sum()).backward()
+    optimizer.step()
+    with torch.no_grad():
+        for alpha in alphas.values():
+            alpha.clamp_(0.0, 1.0)

@@ -1,0 +1,421 @@
+"""Complete search: branch and bound over unstable neurons with beta-CROWN bounds.
+
+At one input set (an l2 ball or linf box around a sample, within the input bounds) the
+search decides whether every margin ``logit_label - logit_j`` stays above the logit
+slack (certified) or finds a point of the set that the deployed runtime misclassifies
+(non-robust), or runs out of budget (undecided).
+
+Each margin is searched on its own (the specs the root bound does not settle, hardest
+first). A subdomain fixes the side of some unstable neurons (``z >= kink`` or
+``z <= kink``) of single-kink activations (ReLU, LeakyReLU, PReLU); its bound comes from
+one backward pass (CROWN) in which a split neuron's relaxation is exact, with the lower
+slopes (alpha) and the Lagrange multipliers of the split constraints (beta, Wang et al.
+2021, "Beta-CROWN: Efficient Bound Propagation with Per-neuron Split Constraints")
+optimised by projected gradient ascent; every iterate is a valid bound, the best is
+kept. Intermediate bounds are the root's (valid on every subdomain) with the splits
+applied. The subdomains with the lowest bounds are split first, on the neuron whose
+upper relaxation costs the bound most (the intercept score of BaBSR, Bunel et al.
+2020). In every subdomain the point where the linear lower bound is smallest is
+evaluated: a cheap attack; a point the float64 graph misclassifies is confirmed in the
+deployed runtime before the search reports it.
+
+Complete for networks whose piecewise-linear layers all have one kink: once every
+unstable neuron of a subdomain is split, its bound is the linear program over that
+region. Max pooling and two-kink activations are relaxed, never split: on such
+networks the search is sound but may stay undecided.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from audit_core.bounds.input_set import InputSet
+from audit_core.bounds.propagation import Relaxations, Splits
+from audit_core.bounds.verify import Verifier, default_alpha, inflated, margin_specs
+from audit_core.layers import Bounds, ElementwisePiecewiseLinear
+
+Tensor = torch.Tensor
+CERTIFIED, NON_ROBUST, UNDECIDED = 1, -1, 0
+
+Confirm = Callable[[np.ndarray, int], np.ndarray]
+"""``(points (N, D) flat, label) -> (N,) bool``: True where the deployed runtime
+misclassifies the point (the search's counterexamples must pass it)."""
+
+
+@dataclass(frozen=True)
+class SearchBudget:
+    """Limits of one search. ``seconds``: wall clock; ``max_domains``: live subdomains
+    kept (memory); ``batch``: subdomains split per step; ``iterations``: alpha/beta steps
+    per bound (``root_iterations`` at the root)."""
+
+    seconds: float = 1.0
+    max_domains: int = 20_000
+    batch: int = 64
+    iterations: int = 8
+    root_iterations: int = 20
+    alpha_rate: float = 0.1
+    beta_rate: float = 0.05
+
+
+@dataclass(frozen=True)
+class SearchOutcome:
+    """``verdict``: 1 certified, -1 proven non-robust, 0 undecided. ``margin``: the lowest
+    lower bound of a margin minus the slack over the subdomains left (> 0 when
+    certified). ``counterexample``: the confirmed point (flat) when non-robust."""
+
+    verdict: int
+    margin: float
+    branches: int
+    seconds: float
+    counterexample: np.ndarray | None = None
+
+
+@dataclass(frozen=True)
+class _Branchable:
+    """A pre-activation node whose neurons may be split: its single-kink consumer."""
+
+    node: int
+    consumer: int
+    kink: float
+
+
+class BranchAndBound:
+    """The search on one graph (through its ``Verifier``)."""
+
+    def __init__(self, verifier: Verifier, confirm: Confirm | None = None) -> None:
+        self.verifier = verifier
+        self.bp = verifier.bp
+        self.confirm = confirm
+        self.branchable = self._branchable()
+
+    def _branchable(self) -> list[_Branchable]:
+        result = []
+        for node in self.bp.pre_activations:
+            consumers = self.bp.consumers[node]
+            layer = self.bp.nodes[consumers[0]].layer
+            single = isinstance(layer, ElementwisePiecewiseLinear) and len(layer.kinks()) == 1
+            if len(consumers) == 1 and single:
+                result.append(_Branchable(node, consumers[0], layer.kinks()[0]))
+        return result
+
+    def search(
+        self,
+        center: np.ndarray,
+        label: int,
+        eps: float,
+        norm: str,
+        lower: float,
+        upper: float,
+        budget: SearchBudget,
+    ) -> SearchOutcome:
+        """Decide the sample ``center`` (its label ``label``) at radius ``eps``."""
+        clock = time.perf_counter()
+        deadline = clock + budget.seconds
+        x0 = torch.as_tensor(np.asarray(center, dtype=np.float64)).reshape(1, -1)
+        size = x0.norm() if norm == "l2" else x0.abs().max()
+        radius = float(inflated(torch.tensor(eps, dtype=torch.float64), size))
+        inputs = InputSet.around(x0, radius, norm, lower, upper)
+        exact = InputSet.around(x0, eps, norm, lower, upper)
+        run = _Run(self, inputs, exact, label, budget, deadline)
+        verdict, margin, point = run.decide()
+        seconds = time.perf_counter() - clock
+        return SearchOutcome(verdict, margin, run.branches, seconds, point)
+
+
+class _Run:
+    """One search: the root bounds, then one branch-and-bound per unsettled margin."""
+
+    def __init__(
+        self,
+        owner: BranchAndBound,
+        inputs: InputSet,
+        exact: InputSet,
+        label: int,
+        budget: SearchBudget,
+        deadline: float,
+    ) -> None:
+        self.owner, self.bp, self.verifier = owner, owner.bp, owner.verifier
+        self.inputs, self.exact, self.label = inputs, exact, label
+        self.budget, self.deadline = budget, deadline
+        self.branches = 0
+
+    def decide(self) -> tuple[int, float, np.ndarray | None]:
+        labels = torch.tensor([self.label])
+        self.bounds, root = self.verifier.optimized_bounds(
+            self.inputs, labels, self.budget.root_iterations, self.budget.alpha_rate
+        )
+        self.slack = float(root.slack[0])
+        specs = margin_specs(self.verifier.num_outputs, labels)[0]
+        lower = root.lower[0]
+        margins = []
+        for j in torch.argsort(lower).tolist():
+            if float(lower[j]) > self.slack:
+                margins.append(float(lower[j]) - self.slack)
+                continue
+            spec = specs[j].reshape(1, 1, *self.bp.shapes[-1])
+            verdict, margin, point = self._spec(spec)
+            if verdict != CERTIFIED:
+                return verdict, margin, point
+            margins.append(margin)
+        return CERTIFIED, min(margins), None
+
+    # ------------------------------------------------------------ one margin
+    def _spec(self, spec: Tensor) -> tuple[int, float, np.ndarray | None]:
+        pool = _Pool()
+        root = self._empty_domain()
+        result = self._bound(spec, root, self.budget.root_iterations)
+        if result.counterexample is not None:
+            return NON_ROBUST, float(result.lower.min()) - self.slack, result.counterexample
+        pool.add(result.keep(result.lower <= self.slack))
+        stuck_margin = float("inf")
+        while len(pool):
+            if time.perf_counter() > self.deadline or len(pool) > self.budget.max_domains:
+                low = min(float(pool.lower.min()), stuck_margin + self.slack)
+                return UNDECIDED, low - self.slack, None
+            parents = pool.take(pool.lowest(self.budget.batch))
+            children, stuck = self._split(parents)
+            if stuck is not None:
+                stuck_margin = min(stuck_margin, float(stuck) - self.slack)
+            if children is None:
+                continue
+            result = self._bound(spec, children, self.budget.iterations)
+            self.branches += len(children["lower"])
+            if result.counterexample is not None:
+                return NON_ROBUST, float(result.lower.min()) - self.slack, result.counterexample
+            pool.add(result.keep(result.lower <= self.slack))
+        if stuck_margin < float("inf"):
+            return UNDECIDED, stuck_margin, None
+        return CERTIFIED, 0.0, None
+
+    def _empty_domain(self) -> dict[str, Tensor]:
+        domain: dict[str, Tensor] = {"lower": torch.full((1,), -float("inf"), dtype=torch.float64)}
+        for item in self.owner.branchable:
+            shape = (1, *self.bp.shapes[item.node])
+            domain[f"side{item.node}"] = torch.zeros(shape, dtype=torch.int8)
+            domain[f"beta{item.node}"] = torch.zeros(shape, dtype=torch.float32)
+            domain[f"score{item.node}"] = torch.zeros(shape, dtype=torch.float32)
+        for index in self._sloped():
+            source = self.bp.nodes[index].inputs[0]
+            shape = (1, *self.bp.shapes[source])
+            domain[f"alpha{index}"] = torch.full(shape, float("nan"), dtype=torch.float32)
+        return domain
+
+    def _sloped(self) -> list[int]:
+        return [
+            i
+            for i in self.bp.relaxed
+            if isinstance(self.bp.nodes[i].layer, ElementwisePiecewiseLinear)
+        ]
+
+    def _split(self, parents: dict[str, Tensor]) -> tuple[dict[str, Tensor] | None, float | None]:
+        """Two children per parent, split on the parent's best-scored neuron; parents with
+        no neuron left to split are dropped (their bound is returned as ``stuck``)."""
+        best_score, best_node, best_index = None, None, None
+        count = len(parents["lower"])
+        best_score = torch.full((count,), -float("inf"))
+        best_node = torch.full((count,), -1, dtype=torch.long)
+        best_index = torch.zeros(count, dtype=torch.long)
+        for item in self.owner.branchable:
+            score = parents[f"score{item.node}"].reshape(count, -1)
+            value, index = score.max(dim=1)
+            better = value > best_score
+            best_score = torch.where(better, value, best_score)
+            best_node = torch.where(better, item.node, best_node)
+            best_index = torch.where(better, index, best_index)
+        splittable = best_score > -float("inf")
+        stuck = None
+        if not bool(splittable.all()):
+            stuck = float(parents["lower"][~splittable].min())
+        if not bool(splittable.any()):
+            return None, stuck
+        keep = splittable.nonzero()[:, 0]
+        parents = {k: v[keep] for k, v in parents.items()}
+        best_node, best_index = best_node[keep], best_index[keep]
+        children = {k: torch.cat([v, v]) for k, v in parents.items()}
+        rows = torch.arange(2 * len(keep))
+        nodes, indices = torch.cat([best_node, best_node]), torch.cat([best_index, best_index])
+        sides = torch.cat([torch.ones(len(keep)), -torch.ones(len(keep))]).to(torch.int8)
+        for item in self.owner.branchable:
+            here = nodes == item.node
+            side = children[f"side{item.node}"].reshape(len(rows), -1).clone()
+            side[rows[here], indices[here]] = sides[here]
+            children[f"side{item.node}"] = side.reshape(children[f"side{item.node}"].shape)
+        return children, stuck
+
+    # ------------------------------------------------------------ bounding
+    def _bound(self, spec: Tensor, domains: dict[str, Tensor], iterations: int) -> _Bounded:
+        count = len(domains["lower"])
+        inputs = self.inputs.repeat(torch.zeros(count, dtype=torch.long))
+        splits = Splits()
+        bounds: dict[int, Bounds] = {}
+        for node, (low, high) in self.bounds.items():
+            bounds[node] = (low.expand(count, *low.shape[1:]), high.expand(count, *high.shape[1:]))
+        for item in self.owner.branchable:
+            side = domains[f"side{item.node}"].to(torch.float64)
+            splits.side[item.node] = side
+            splits.kink[item.node] = torch.full_like(side, item.kink)
+            bounds[item.node] = splits.apply(item.node, bounds[item.node])
+        specs = spec.expand(count, *spec.shape[1:])
+        alphas = self._alphas(domains, bounds)
+        betas = {
+            item.node: domains[f"beta{item.node}"]
+            .to(torch.float64)
+            .unsqueeze(1)
+            .requires_grad_(True)
+            for item in self.owner.branchable
+        }
+        masks = {i: (splits.side[i] != 0).to(torch.float64).unsqueeze(1) for i in betas}
+        best = torch.full((count,), -float("inf"), dtype=torch.float64)
+        optimizer = torch.optim.Adam(
+            [
+                {"params": list(alphas.values()), "lr": self.budget.alpha_rate},
+                {"params": list(betas.values()), "lr": self.budget.beta_rate},
+            ]
+        )
+        for step in range(iterations + 1):
+            last = step == iterations
+            record: dict[int, Tensor] = {}
+            relax = Relaxations(alphas, {i: betas[i] * masks[i] for i in betas})
+            with torch.set_grad_enabled(not last):
+                weights, bias = self.bp.backward(
+                    len(self.bp.nodes) - 1, specs, bounds, relax, splits, record if last else None
+                )
+                lower = (inputs.minimum(weights) + bias)[:, 0]
+            best = torch.maximum(best, lower.detach())
+            if last:
+                break
+            optimizer.zero_grad()
+            (-lower.sum()).backward()
+            optimizer.step()
+            with torch.no_grad():
+                for alpha in alphas.values():
+                    alpha.clamp_(0.0, 1.0)
+                for beta in betas.values():
+                    beta.clamp_(min=0.0)
+        result = dict(domains)
+        result["lower"] = best
+        for i, alpha in alphas.items():
+            result[f"alpha{i}"] = alpha.detach()[:, 0].float()
+        for i, beta in betas.items():
+            result[f"beta{i}"] = (beta.detach() * masks[i])[:, 0].float()
+        for item in self.owner.branchable:
+            result[f"score{item.node}"] = self._scores(item, record, bounds, splits)
+        point = self._attack(weights.detach(), specs)
+        return _Bounded(result, point)
+
+    def _alphas(self, domains: dict[str, Tensor], bounds: dict[int, Bounds]) -> dict[int, Tensor]:
+        """Each subdomain's alphas (its parent's; CROWN's default at the root)."""
+        alphas = {}
+        for index in self._sloped():
+            layer = self.bp.nodes[index].layer
+            stored = domains[f"alpha{index}"].to(torch.float64)
+            start = default_alpha(layer, *bounds[self.bp.nodes[index].inputs[0]])
+            alpha = torch.where(torch.isnan(stored), start, stored)
+            alphas[index] = alpha.unsqueeze(1).clone().requires_grad_(True)
+        return alphas
+
+    def _scores(
+        self,
+        item: _Branchable,
+        record: dict[int, Tensor],
+        bounds: dict[int, Bounds],
+        splits: Splits,
+    ) -> Tensor:
+        """The intercept score of every neuron that may still be split (else -inf): the
+        gap of the upper relaxation at the kink times the weight of the bound on it."""
+        low, high = bounds[item.node]
+        layer = self.bp.nodes[item.consumer].layer
+        relax = layer.relaxation(low, high)
+        kink = torch.full_like(low, item.kink)
+        gap = (relax.upper_slope * kink + relax.upper_bias - layer.forward(kink)).clamp_min(0.0)
+        coefficient = record[item.consumer][:, 0]
+        score = (-coefficient).clamp_min(0.0) * gap
+        score = score + 1e-9 * torch.minimum(high - kink, kink - low).clamp_min(0.0)
+        open_ = (low < item.kink) & (high > item.kink) & (splits.side[item.node] == 0)
+        return torch.where(open_, score, -float("inf")).float()
+
+    def _attack(self, weights: Tensor, specs: Tensor) -> np.ndarray | None:
+        """The points minimising each subdomain's linear bound, moved into the exact set:
+        the first one the deployed runtime misclassifies, or None."""
+        points = self.inputs.repeat(torch.zeros(len(weights), dtype=torch.long)).argmin(weights)[
+            :, 0
+        ]
+        points = _into(points, self.exact)
+        with torch.no_grad():
+            logits = self.bp.graph.forward(points).reshape(len(points), -1)
+        margins = (logits * specs[:, 0].reshape(len(points), -1)).sum(-1)
+        candidates = points[margins < 0].numpy()
+        if len(candidates) == 0:
+            return None
+        confirm = self.owner.confirm
+        fooled = (
+            confirm(candidates, self.label)
+            if confirm is not None
+            else np.ones(len(candidates), bool)
+        )
+        return candidates[np.flatnonzero(fooled)[0]] if fooled.any() else None
+
+
+def _into(points: Tensor, exact: InputSet) -> Tensor:
+    """``points`` moved into the (uninflated) set: clipped to its box (linf) or pulled
+    towards the centre onto the ball (l2; the bounds contain the centre, so they hold)."""
+    center = exact.center[:1]
+    if exact.norm == "linf":
+        low, high = exact.box()
+        return torch.minimum(torch.maximum(points, low[:1]), high[:1])
+    step = points - center
+    length = step.norm(dim=1, keepdim=True)
+    scale = torch.clamp(exact.eps[:1, None] / length.clamp_min(1e-300), max=1.0)
+    inside = center + step * scale
+    return torch.minimum(torch.maximum(inside, exact.lower), exact.upper)
+
+
+@dataclass
+class _Bounded:
+    domains: dict[str, Tensor]
+    counterexample: np.ndarray | None
+
+    @property
+    def lower(self) -> Tensor:
+        return self.domains["lower"]
+
+    def keep(self, mask: Tensor) -> dict[str, Tensor]:
+        return {k: v[mask] for k, v in self.domains.items()}
+
+
+class _Pool:
+    """The live subdomains as one tensor per field (rows are subdomains)."""
+
+    def __init__(self) -> None:
+        self.fields: dict[str, Tensor] = {}
+
+    def __len__(self) -> int:
+        return 0 if not self.fields else len(self.fields["lower"])
+
+    @property
+    def lower(self) -> Tensor:
+        return self.fields["lower"]
+
+    def add(self, domains: dict[str, Tensor]) -> None:
+        if not len(domains["lower"]):
+            return
+        if not self.fields:
+            self.fields = dict(domains)
+            return
+        self.fields = {k: torch.cat([self.fields[k], domains[k]]) for k in self.fields}
+
+    def lowest(self, count: int) -> Tensor:
+        count = min(count, len(self))
+        return torch.topk(self.lower, count, largest=False).indices
+
+    def take(self, rows: Tensor) -> dict[str, Tensor]:
+        chosen = {k: v[rows] for k, v in self.fields.items()}
+        keep = torch.ones(len(self), dtype=torch.bool)
+        keep[rows] = False
+        self.fields = {k: v[keep] for k, v in self.fields.items()}
+        return chosen
