@@ -118,6 +118,14 @@ PAPERS: dict[str, str] = {
     "madry2018": "Madry et al., Towards Deep Learning Models Resistant to Adversarial "
     "Attacks (2018)",
     "moosavi2016": "Moosavi-Dezfooli, Fawzi & Frossard, DeepFool (2016)",
+    "zhang2018crown": "Zhang et al., Efficient Neural Network Robustness Certification "
+    "with General Activation Functions (CROWN, 2018)",
+    "xu2021alpha": "Xu et al., Fast and Complete: Enabling Complete Neural Network "
+    "Verification with Rapid and Massively Parallel Incomplete Verifiers (alpha-CROWN, 2021)",
+    "wang2021beta": "Wang et al., Beta-CROWN: Efficient Bound Propagation with Per-neuron "
+    "Split Constraints for Complete and Incomplete Neural Network Verification (2021)",
+    "bunel2020branch": "Bunel et al., Branch and Bound for Piecewise Linear Neural Network "
+    "Verification (2020)",
 }
 
 

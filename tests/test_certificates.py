@@ -57,31 +57,49 @@ def test_audit_on_a_two_layer_zoo_model_reports_both_certificates_and_exports(
     )  # fmt: skip
     assert run.exit_code == 0, run.stderr
     findings = _findings(run.report)
-    assert set(findings) == {"simplex", "decision-boundary", "gap", "consistency", "runtime"}
+    assert set(findings) == {
+        "simplex",
+        "decision-boundary",
+        "bound-propagation",
+        "complete-search",
+        "gap",
+        "consistency",
+        "runtime",
+    }
     assert findings["decision-boundary"]["status"] == "pass"
+    assert findings["bound-propagation"]["status"] == "pass"
     assert findings["consistency"]["status"] == "pass"
     assert findings["runtime"]["status"] == "pass"
     arrays = np.load(tmp_path / "exp" / "certificates.npz")
-    for key in ("index", "label", "simplex_radius", "decision_boundary_radius", "attack_distance"):
+    for key in ("index", "label", "simplex_radius", "decision_boundary_radius", "attack_distance",
+                "bp_radius", "search_radius", "search_exact", "best_radius"):  # fmt: skip
         assert arrays[key].shape == (30,)
+    assert arrays["verdict"].shape == (2, 30) and list(arrays["eps"]) == [0.1, 0.3]
     assert np.isfinite(arrays["decision_boundary_radius"]).all()
     correct = arrays["predicted"] == arrays["label"]
-    # certified < attack on every correctly classified sample with an attack point
-    found = correct & np.isfinite(arrays["attack_distance"])
-    assert (arrays["certified_radius"][found] < arrays["attack_distance"][found]).all()
-    # the fractions are the exported arrays judged at the first eps (0.1)
+    best, attack = arrays["best_radius"], arrays["attack_distance"]
+    # every method is a lower bound; the best is their maximum and stays below the attack
+    assert (arrays["bp_radius"] >= arrays["certified_radius"] - 1e-12).all()
+    assert (best >= arrays["bp_radius"] - 1e-12).all()
+    found = correct & np.isfinite(attack)
+    assert (best[found] < attack[found]).all()
+    # the fractions are the exported verdicts at the first eps (0.1), which follow the radii
     gap = findings["gap"]
-    certified = np.mean(correct & (arrays["certified_radius"] > 0.1))
-    non_robust = np.mean(~correct | (arrays["attack_distance"] <= 0.1))
-    assert _metric(gap, "certified_fraction") == pytest.approx(certified)
-    assert _metric(gap, "non_robust_fraction") == pytest.approx(non_robust)
-    total = sum(_metric(gap, f"{v}_fraction") for v in ("certified", "non_robust", "undecided"))
-    assert total == pytest.approx(1.0)
+    verdict = arrays["verdict"]
+    for kind, value in (("certified", 1), ("non_robust", -1), ("undecided", 0)):
+        assert _metric(gap, f"{kind}_fraction") == pytest.approx(np.mean(verdict[0] == value))
+    for row, eps in zip(verdict, (0.1, 0.3), strict=True):
+        assert (best[row == 1] >= eps).all() and correct[row == 1].all()
+        assert (~correct | (attack <= eps))[row == -1].all() or findings["complete-search"]
+        assert (row[~correct] == -1).all()
     assert {p["id"] for p in gap["evidence"]["plots"]} >= {
         "accuracy-curves-l2",
-        "accuracy-curves-linf",
         "certified-vs-attack",
     }
+    # the methods improve on each other: bound propagation certifies at least the theorems
+    assert _metric(gap, "certified_fraction[bound-propagation]") >= _metric(
+        gap, "certified_fraction[simplex]"
+    )
     examples = findings["simplex"]["evidence"]["examples"]
     radii = [e["values"]["certified_radius"] for e in examples]
     assert radii == sorted(radii) and radii[0] == arrays["certified_radius"][correct].min()
@@ -99,7 +117,7 @@ def test_deeper_and_convolutional_models_skip_only_theorem4(run_audit, tmp_path)
     assert (arrays["simplex_radius"] >= 0).all()
 
 
-def test_linf_verdicts_use_r_over_sqrt_d(run_audit, tmp_path) -> None:
+def test_linf_radii_are_native_and_at_least_r_over_sqrt_d(run_audit, tmp_path) -> None:
     run = run_audit(
         zoo.model_path("binary_fc3_pgd"),
         "--samples", "20", "--norm", "linf", "--eps", "0.004", "--export", "exp", *FAST,
@@ -107,11 +125,17 @@ def test_linf_verdicts_use_r_over_sqrt_d(run_audit, tmp_path) -> None:
     gap = _findings(run.report)["gap"]
     arrays = np.load(tmp_path / "exp" / "certificates.npz")
     correct = arrays["predicted"] == arrays["label"]
-    linf = arrays["certified_radius"] / np.sqrt(64)
     np.testing.assert_allclose(arrays["simplex_linf_radius"], arrays["simplex_radius"] / 8)
-    assert _metric(gap, "certified_fraction") == pytest.approx(np.mean(correct & (linf > 0.004)))
-    non_robust = np.mean(~correct | (arrays["attack_linf_distance"] <= 0.004))
-    assert _metric(gap, "non_robust_fraction") == pytest.approx(non_robust)
+    # bound propagation runs in linf, from the theorems' r / sqrt(d)
+    assert (arrays["bp_radius"] >= arrays["certified_radius"] / np.sqrt(64) - 1e-12).all()
+    verdict = arrays["verdict"][0]
+    assert _metric(gap, "certified_fraction") == pytest.approx(np.mean(verdict == 1))
+    assert (arrays["best_radius"][verdict == 1] >= 0.004).all()
+    non_robust = ~correct | (arrays["attack_linf_distance"] <= 0.004)
+    assert (verdict[non_robust] == -1).all()
+    assert _metric(gap, "certified_fraction[simplex]") == pytest.approx(
+        np.mean(correct & (arrays["simplex_linf_radius"] >= 0.004))
+    )
 
 
 def test_single_logit_model_and_severity_thresholds(run_audit) -> None:

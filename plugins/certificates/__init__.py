@@ -62,14 +62,50 @@ class CertificatesConfig:
     worst_examples: int = 5
     """Number of samples with the smallest certified radius shown as evidence."""
     runtime_points: int = 32
-    """Points per certified ball (half on its sphere, half inside) at which onnxruntime's
+    """Points per certified ball (half on its surface, half inside) at which onnxruntime's
     logits are compared with the float64 graph's; a deviation above the logit slack's
     tolerance raises the tolerance and recomputes the radii. 0: no check."""
+    bound_propagation: bool = True
+    """Compute the bound-propagation radius (CROWN, then alpha-CROWN) and run the search."""
+    effort: str = "quick"
+    """Budget preset: ``quick`` (CROWN radii within 10 s, searches of 0.25 s for the
+    verdicts, 2 s for all: an audit stays fast) or ``thorough`` (optimised slopes, 60 s per
+    search, no total limit, and searches that close the gap to the attack distance: for a
+    release review). The keys below override it when set."""
+    search: bool = True
+    """Run the complete search (branch and bound) on the samples no radius or attack settles."""
+    search_seconds: float = 0.0
+    """Wall-clock budget of one search in seconds (0: from ``effort``)."""
+    search_total_seconds: float = 0.0
+    """Wall-clock budget of all searches of the analysis (0: from ``effort``)."""
+    propagation_seconds: float = 0.0
+    """Wall-clock budget of all bound-propagation radii (0: from ``effort``)."""
+    propagation_steps: int = 10
+    """Bisection halvings of each bound-propagation radius with CROWN."""
+    alpha_steps: int = 4
+    """Further halvings with optimised slopes (alpha-CROWN) above the CROWN radius."""
+    alpha_iterations: int = -1
+    """Gradient steps of each alpha-CROWN bound (-1: from ``effort``; 0: CROWN only)."""
+    exact_tolerance: float = 1e-3
+    """A radius within this fraction of a verified attack distance is reported as exact;
+    the search tries to prove the radius ``(1 - exact_tolerance) x`` the attack distance."""
 
     def __post_init__(self) -> None:
         check_config(
             self,
-            minimum={"logit_tolerance": 0, "worst_examples": 0, "runtime_points": 0},
+            minimum={
+                "logit_tolerance": 0,
+                "worst_examples": 0,
+                "runtime_points": 0,
+                "search_seconds": 0,
+                "search_total_seconds": 0,
+                "propagation_seconds": 0,
+                "propagation_steps": 0,
+                "alpha_steps": 0,
+                "alpha_iterations": -1,
+            },
+            fractions=("exact_tolerance",),
+            choices={"effort": ("quick", "thorough")},
         )
 
 
@@ -99,6 +135,8 @@ class Certificates(Analysis):
         compute.export(ctx, self.name, results)
         yield findings.simplex_finding(ctx, results)
         yield findings.decision_boundary_finding(ctx, results)
+        yield findings.propagation_finding(ctx, results)
+        yield findings.search_finding(ctx, results)
         yield findings.gap_finding(ctx, results)
         yield findings.consistency_finding(ctx, results)
         yield findings.runtime_finding(ctx, results)

@@ -10,6 +10,7 @@ l2 search, and under ``--norm linf`` the linf search too, both exactly the ones
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass
 
@@ -21,11 +22,20 @@ from audit_core.attacks import MinimalAdversarial, numpy_distance
 from audit_core.fidelity import sample_errors
 from audit_core.labels import predict
 from audit_core.linearize import LocalLinearization, linearize
+from audit_plugins.certificates.complete import (
+    PropagationResult,
+    SearchResult,
+    budgets,
+    complete_search,
+    propagation_radius,
+    verifier,
+)
 from audit_plugins.certificates.radii import (
     SimplexCertificate,
     decision_boundary_certificate,
     linf_radius,
     simplex_from_linearization,
+    verdicts,
 )
 
 
@@ -48,7 +58,11 @@ class RuntimeCheck:
 
 @dataclass(frozen=True)
 class CertificateResults:
-    """Everything the findings are built from (float64 per-sample arrays)."""
+    """Everything the findings are built from (float64 per-sample arrays).
+
+    ``certified``: the larger of the two theorems' l2 radii; ``best``: the best certified
+    radius of every method that ran, in the run's norm (``norm``); ``verdict`` ``(E, N)``:
+    1 certified robust, -1 proven non-robust, 0 undecided at each eps."""
 
     simplex: SimplexCertificate
     decision_boundary: np.ndarray | None
@@ -61,17 +75,40 @@ class CertificateResults:
     seconds_per_sample: float
     dimension: int
     runtime: RuntimeCheck
+    norm: str = "l2"
+    propagation: PropagationResult | None = None
+    search: SearchResult | None = None
+    best: np.ndarray | None = None
+    verdict: np.ndarray | None = None
+    propagation_reason: str = ""
 
     @property
     def certified_linf(self) -> np.ndarray:
         return linf_radius(self.certified, self.dimension)
 
     @property
-    def ratio(self) -> np.ndarray:
-        """certified / attack distance on correctly classified samples with an attack point."""
-        usable = self.correct & self.attack.found & (self.attack.distance > 0)
+    def theorem_radius(self) -> np.ndarray:
+        """The theorems' radius in the run's norm (a certified l2 ball holds the linf box
+        of radius ``r / sqrt(d)``)."""
+        return self.certified_linf if self.norm == "linf" else self.certified
+
+    @property
+    def attack_distance(self) -> np.ndarray:
+        """The verified attack distance in the run's norm."""
+        return self.attack_linf if self.norm == "linf" else self.attack.distance
+
+    def ratio_of(self, radius: np.ndarray) -> np.ndarray:
+        """radius / attack distance (run's norm), correctly classified samples with an
+        attack point; NaN elsewhere."""
+        attack = self.attack_distance
+        usable = self.correct & np.isfinite(attack) & (attack > 0)
         with np.errstate(divide="ignore", invalid="ignore"):
-            return np.where(usable, self.certified / self.attack.distance, np.nan)
+            return np.where(usable, radius / attack, np.nan)
+
+    @property
+    def ratio(self) -> np.ndarray:
+        """best certified radius / attack distance, in the run's norm."""
+        return self.ratio_of(self.best if self.best is not None else self.theorem_radius)
 
 
 def logit_tolerance(ctx: AuditContext) -> float:
@@ -82,13 +119,15 @@ def logit_tolerance(ctx: AuditContext) -> float:
 
 
 def compute(ctx: AuditContext) -> CertificateResults:
-    """Certified radii (runtime-checked) and the run's attack distances per sample."""
+    """Certified radii of every method (runtime-checked), the run's attack distances, and
+    the verdicts at every eps."""
     data = ctx.data
     searches = 2 if ctx.norm == "linf" else 1
-    ctx.progress.total(len(data) + searches * ctx.attacks.work_units())
+    ctx.progress.total(3 * len(data) + searches * ctx.attacks.work_units())
     ctx.progress.note("simplex certificate")
     clock = time.perf_counter()
-    simplex, db, reason, certified, runtime = _certify_checked(ctx, logit_tolerance(ctx))
+    lin = linearize(ctx.model.graph, data.x)  # the slack changes between rounds, not this
+    simplex, db, reason, certified, runtime = _certify_checked(ctx, lin, logit_tolerance(ctx))
     seconds = (time.perf_counter() - clock) / max(1, len(data))
     ctx.progress.advance(len(data))
     ctx.progress.note("l2 minimal-norm attack")
@@ -98,7 +137,7 @@ def compute(ctx: AuditContext) -> CertificateResults:
         ctx.progress.note("linf minimal-norm attack")
         linf = ctx.attacks.minimal("linf", ctx.progress_callback())
         attack_linf = np.minimum(attack_linf, linf.distance)
-    return CertificateResults(
+    base = CertificateResults(
         simplex=simplex,
         decision_boundary=db,
         db_reason=reason,
@@ -110,7 +149,92 @@ def compute(ctx: AuditContext) -> CertificateResults:
         seconds_per_sample=seconds,
         dimension=ctx.model.graph.input_size,
         runtime=runtime,
+        norm=ctx.norm,
     )
+    return _beyond_theorems(ctx, lin, base)
+
+
+def _beyond_theorems(
+    ctx: AuditContext, lin: LocalLinearization, base: CertificateResults
+) -> CertificateResults:
+    """Bound propagation and the complete search on top of the theorems, with a runtime
+    spot check at the final radii (one more round with a raised tolerance if it fails)."""
+    results = _with_bounds(ctx, base, base.tolerance)
+    seen, flips = _runtime_deviation(
+        ctx, results.best, base.simplex.predicted, ctx.config.runtime_points, ctx.norm
+    )
+    if seen > results.tolerance and ctx.config.runtime_points > 0:
+        tolerance = 2.0 * seen
+        simplex, db, reason, certified = _certify(ctx, lin, tolerance)
+        base = dataclasses.replace(
+            base,
+            simplex=simplex,
+            decision_boundary=db,
+            db_reason=reason,
+            certified=np.where(base.runtime.flipped, 0.0, certified),
+            tolerance=tolerance,
+        )
+        results = _with_bounds(ctx, base, tolerance)
+    runtime = base.runtime
+    check = RuntimeCheck(
+        runtime.points,
+        max(runtime.deviation, seen),
+        results.tolerance,
+        results.tolerance > logit_tolerance(ctx),
+        runtime.flipped | flips,
+    )
+    best = np.where(check.flipped, 0.0, results.best)
+    verdict = np.where(check.flipped[None, :] & (results.verdict == 1), 0, results.verdict)
+    return dataclasses.replace(results, runtime=check, best=best, verdict=verdict)
+
+
+def _with_bounds(
+    ctx: AuditContext, base: CertificateResults, tolerance: float
+) -> CertificateResults:
+    """``base`` with the bound-propagation radius, the search and the verdicts."""
+    config = ctx.config
+    theorem = base.theorem_radius
+    predicted = base.simplex.predicted
+    attack = base.attack_distance
+    propagation = search = None
+    reason = ""
+    checker = verifier(ctx, tolerance) if config.bound_propagation else "disabled"
+    if isinstance(checker, str):
+        reason = checker
+    else:
+        budget = budgets(config)
+        ctx.progress.note("bound propagation radius")
+        propagation = propagation_radius(ctx, checker, predicted, theorem, attack, budget)
+        ctx.progress.advance(len(ctx.data))
+        if config.search:
+            ctx.progress.note("complete search")
+            search = complete_search(
+                ctx, checker, predicted, base.correct, propagation.radius, attack, budget
+            )
+        ctx.progress.advance(len(ctx.data))
+    best = theorem
+    for extra in (propagation, search):
+        if extra is not None:
+            best = np.maximum(best, extra.radius)
+    verdict = search.verdict if search is not None else _verdicts(ctx, base, best)
+    return dataclasses.replace(
+        base,
+        propagation=propagation,
+        search=search,
+        best=best,
+        verdict=verdict,
+        propagation_reason=reason,
+        tolerance=tolerance,
+    )
+
+
+def _verdicts(ctx: AuditContext, base: CertificateResults, best: np.ndarray) -> np.ndarray:
+    """``(E, N)`` verdicts from radii and attack distances alone."""
+    rows = []
+    for eps in ctx.eps:
+        v = verdicts(base.correct, best, base.attack_distance, eps)
+        rows.append(np.where(v.certified, 1, np.where(v.non_robust, -1, 0)))
+    return np.asarray(rows, dtype=np.int8)
 
 
 def _certify(ctx: AuditContext, lin: LocalLinearization, tolerance: float):
@@ -120,8 +244,9 @@ def _certify(ctx: AuditContext, lin: LocalLinearization, tolerance: float):
     return simplex, db, reason, certified
 
 
-def _certify_checked(ctx: AuditContext, tolerance: float, rounds: int = 3):
-    """Radii whose logit slack covers the runtime deviation seen inside their balls.
+def _certify_checked(ctx: AuditContext, lin: LocalLinearization, tolerance: float, rounds: int = 3):
+    """Theorem radii whose logit slack covers the runtime deviation seen inside their
+    balls.
 
     The slack assumes onnxruntime stays within ``tolerance * max(1, |logit|)`` of the
     float64 graph everywhere in each ball; cancellation in float32 can break that far
@@ -132,12 +257,11 @@ def _certify_checked(ctx: AuditContext, tolerance: float, rounds: int = 3):
     initial, deviation = tolerance, 0.0
     points = ctx.config.runtime_points
     flipped = np.zeros(len(ctx.data), dtype=bool)
-    lin = linearize(ctx.model.graph, ctx.data.x)  # the slack changes between rounds, not this
     for _ in range(rounds):
         simplex, db, reason, certified = _certify(ctx, lin, tolerance)
         if points <= 0:
             break
-        seen, flips = _runtime_deviation(ctx, certified, simplex.predicted, points)
+        seen, flips = _runtime_deviation(ctx, certified, simplex.predicted, points, "l2")
         deviation, flipped = max(deviation, seen), flipped | flips
         if seen <= tolerance:
             break
@@ -147,30 +271,44 @@ def _certify_checked(ctx: AuditContext, tolerance: float, rounds: int = 3):
 
 
 def _runtime_deviation(
-    ctx: AuditContext, radius: np.ndarray, predicted: np.ndarray, points: int
+    ctx: AuditContext, radius: np.ndarray, predicted: np.ndarray, points: int, norm: str
 ) -> tuple[float, np.ndarray]:
-    """Largest scaled logit deviation over ``points`` points of each positive-radius ball,
-    and the samples whose deployed prediction changes at one of them."""
+    """Largest scaled logit deviation over ``points`` points of each positive-radius ball
+    (``norm``), and the samples whose deployed prediction changes at one of them."""
     flipped = np.zeros(len(radius), dtype=bool)
     worst = 0.0
+    if points <= 0:
+        return worst, flipped
     positive = np.flatnonzero(radius > 0)
     chunk = max(1, 4_000_000 // (points * ctx.model.graph.input_size))
     for start in range(0, positive.size, chunk):
         rows = positive[start : start + chunk]
-        seen, moved = _ball_points(ctx, rows, radius, predicted, points)
+        seen, moved = _ball_points(ctx, rows, radius, predicted, points, norm)
         worst, flipped[rows] = max(worst, seen), moved
     return worst, flipped
 
 
 def _ball_points(
-    ctx: AuditContext, rows: np.ndarray, radius: np.ndarray, predicted: np.ndarray, points: int
+    ctx: AuditContext,
+    rows: np.ndarray,
+    radius: np.ndarray,
+    predicted: np.ndarray,
+    points: int,
+    norm: str,
 ) -> tuple[float, np.ndarray]:
+    """onnxruntime against the float64 graph at points of each ball: half on its surface
+    (l2 sphere, linf box corners), half inside, clipped into the input bounds."""
     x = ctx.data.x[rows].reshape(rows.size, -1)
-    direction = ctx.rng.standard_normal((rows.size, points, x.shape[1]))
-    direction /= np.linalg.norm(direction, axis=2, keepdims=True)
+    shape = (rows.size, points, x.shape[1])
+    if norm == "linf":
+        direction = ctx.rng.choice([-1.0, 1.0], size=shape)
+    else:
+        direction = ctx.rng.standard_normal(shape)
+        direction /= np.linalg.norm(direction, axis=2, keepdims=True)
     scale = np.ones((rows.size, points, 1))
     scale[:, points // 2 :, 0] = ctx.rng.uniform(0.0, 1.0, (rows.size, points - points // 2))
     inside = x[:, None, :] + direction * scale * radius[rows, None, None]
+    inside = np.clip(inside, ctx.data.lower, ctx.data.upper)
     inside = inside.reshape(-1, *ctx.model.graph.input_shape)
     deployed = ctx.model.runtime.logits(inside)
     with torch.no_grad():
@@ -196,9 +334,14 @@ def _decision_boundary(
 
 
 def export(ctx: AuditContext, name: str, r: CertificateResults) -> None:
-    """``--export``: every per-sample radius, distance and ratio."""
+    """``--export``: every per-sample radius, distance and ratio, and the verdicts.
+
+    Radii of the theorems are l2 (``certified_radius`` their maximum); ``bp_radius``,
+    ``search_radius`` and ``best_radius`` are in the run's norm (NaN when the method did not
+    run); ``verdict`` ``(eps, samples)``: 1 certified, -1 proven non-robust, 0 undecided."""
     n = len(ctx.data)
-    db = r.decision_boundary if r.decision_boundary is not None else np.full(n, np.nan)
+    missing = np.full(n, np.nan)
+    db = r.decision_boundary if r.decision_boundary is not None else missing
     ctx.export(
         name,
         index=ctx.data.indices,
@@ -210,6 +353,12 @@ def export(ctx: AuditContext, name: str, r: CertificateResults) -> None:
         decision_distance=r.simplex.decision_distance,
         decision_boundary_radius=db,
         certified_radius=r.certified,
+        bp_radius=r.propagation.radius if r.propagation is not None else missing,
+        search_radius=r.search.radius if r.search is not None else missing,
+        search_exact=r.search.exact if r.search is not None else np.zeros(n, dtype=bool),
+        best_radius=r.best,
+        eps=np.asarray(ctx.eps, dtype=np.float64),
+        verdict=r.verdict,
         attack_distance=r.attack.distance,
         attack_linf_distance=r.attack_linf,
         ratio=r.ratio,

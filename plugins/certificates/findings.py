@@ -26,7 +26,7 @@ from audit_core.findings import (
 from audit_core.grading import Grade, grade, worst
 from audit_plugins.certificates import CertificatesConfig
 from audit_plugins.certificates.compute import CertificateResults, logit_tolerance
-from audit_plugins.certificates.radii import Verdicts, linf_radius, verdicts, violations
+from audit_plugins.certificates.radii import linf_radius, verdicts, violations
 
 
 def _assumptions(ctx: AuditContext, r: CertificateResults) -> tuple[Assumption, ...]:
@@ -238,22 +238,50 @@ def decision_boundary_finding(ctx: AuditContext, r: CertificateResults) -> Findi
     )
 
 
+METHODS = ("simplex", "decision-boundary", "bound-propagation", "complete-search")
+
+
+def method_radii(r: CertificateResults) -> dict[str, np.ndarray]:
+    """Each method that ran: its certified radius per sample, in the run's norm."""
+    to_norm = (lambda v: linf_radius(v, r.dimension)) if r.norm == "linf" else (lambda v: v)
+    radii = {"simplex": to_norm(r.simplex.radius)}
+    if r.decision_boundary is not None:
+        radii["decision-boundary"] = to_norm(r.decision_boundary)
+    if r.propagation is not None:
+        radii["bound-propagation"] = r.propagation.radius
+    if r.search is not None:
+        radii["complete-search"] = r.best
+    return radii
+
+
+def _fractions(verdict: np.ndarray) -> dict[str, float]:
+    return {
+        "certified": float(np.mean(verdict == 1)),
+        "non_robust": float(np.mean(verdict == -1)),
+        "undecided": float(np.mean(verdict == 0)),
+    }
+
+
+def _method_verdicts(ctx: AuditContext, r: CertificateResults, radius: np.ndarray) -> np.ndarray:
+    """``(E, N)`` verdicts a single method's radius gives with the attack distances."""
+    rows = []
+    for eps in ctx.eps:
+        v = verdicts(r.correct, radius, r.attack_distance, eps)
+        rows.append(np.where(v.certified, 1, np.where(v.non_robust, -1, 0)))
+    return np.asarray(rows, dtype=np.int8)
+
+
 def gap_finding(ctx: AuditContext, r: CertificateResults) -> Finding:
     config: CertificatesConfig = ctx.config
-    per_eps = [_verdicts(ctx, r, e) for e in ctx.eps]
-    first = per_eps[0]
-    fractions = {
-        "certified": float(np.mean(first.certified)),
-        "non_robust": float(np.mean(first.non_robust)),
-        "undecided": float(np.mean(first.undecided)),
-    }
+    fractions = _fractions(r.verdict[0])
     judged = _grade(fractions, config)
     ratio = r.ratio[np.isfinite(r.ratio)]
+    best_method = list(method_radii(r))[-1]
     summary = (
         f"At {ctx.norm} eps {ctx.eps[0]:g}: {fractions['certified']:.1%} of the samples are "
         f"certified robust, {fractions['non_robust']:.1%} are proven non-robust (misclassified "
-        f"or an adversarial example found within eps) and {fractions['undecided']:.1%} are "
-        "undecided"
+        f"or an adversarial example verified in onnxruntime within eps) and "
+        f"{fractions['undecided']:.1%} are undecided (best method: {best_method})"
         + (f"; median certified/attack ratio {np.median(ratio):.3g}." if ratio.size else ".")
     )
     metrics = [
@@ -265,17 +293,29 @@ def gap_finding(ctx: AuditContext, r: CertificateResults) -> Finding:
             "median_ratio",
             float(np.median(ratio)) if ratio.size else None,
             "ratio",
-            "certified radius / attack distance (l2), correctly classified samples",
+            f"best certified radius / attack distance ({r.norm}), correctly classified samples",
         ),
         Metric("min_ratio", float(ratio.min()) if ratio.size else None, "ratio"),
         Metric("max_ratio", float(ratio.max()) if ratio.size else None, "ratio"),
     ]
-    for e, v in zip(ctx.eps, per_eps, strict=True):
+    for e, row in zip(ctx.eps, r.verdict, strict=True):
+        f = _fractions(row)
         metrics += [
-            Metric(f"certified_fraction@{e:g}", float(np.mean(v.certified)), "fraction"),
-            Metric(f"non_robust_fraction@{e:g}", float(np.mean(v.non_robust)), "fraction"),
-            Metric(f"undecided_fraction@{e:g}", float(np.mean(v.undecided)), "fraction"),
+            Metric(f"certified_fraction@{e:g}", f["certified"], "fraction"),
+            Metric(f"non_robust_fraction@{e:g}", f["non_robust"], "fraction"),
+            Metric(f"undecided_fraction@{e:g}", f["undecided"], "fraction"),
         ]
+    for method, radius in method_radii(r).items():
+        if method == "complete-search":
+            continue
+        certified = _fractions(_method_verdicts(ctx, r, radius)[0])["certified"]
+        metrics.append(
+            Metric(f"certified_fraction[{method}]", certified, "fraction", f"eps {ctx.eps[0]:g}")
+        )
+    if r.search is not None:
+        metrics.append(
+            Metric("certified_fraction[complete-search]", fractions["certified"], "fraction")
+        )
     return ctx.finding(
         "gap",
         title=f"Certified vs attacked at eps {ctx.eps[0]:g} ({ctx.norm})",
@@ -287,34 +327,29 @@ def gap_finding(ctx: AuditContext, r: CertificateResults) -> Finding:
         threshold=judged.threshold,
         evidence=Evidence(
             summaries=(
-                summarize("certified_radius", r.certified, "l2"),
-                summarize("attack_distance", r.attack.distance[r.correct], "l2"),
+                summarize("certified_radius", r.best, r.norm),
+                summarize("attack_distance", r.attack_distance[r.correct], r.norm),
                 summarize("certified/attack ratio", ratio, "ratio"),
             ),
             plots=_gap_plots(r),
             notes=(
-                "Certified radius: the larger of the applicable certificates (both are lower "
-                "bounds). Attack distance: the core's l2 minimal-norm search (DeepFool + PGD "
-                "bisection), an upper bound on the true minimal distance; linf values use the "
-                "smaller of the linf norm of those points and, under --norm linf, the linf "
-                "minimal-norm search's distance.",
-                "Undecided samples are where the truth lies between the two bounds: a tighter "
-                "certificate or a stronger attack could settle them.",
+                "Certified radius: the largest of the methods that ran (simplex and "
+                "decision-boundary certificates, bound propagation, complete search; all "
+                "lower bounds). Attack distance: the core's minimal-norm search (DeepFool + "
+                "PGD bisection), an upper bound on the true minimal distance, verified in "
+                "onnxruntime.",
+                "Undecided samples are where the truth lies between the two bounds: a larger "
+                "search budget (certificates.effort = thorough) or a stronger attack could "
+                "settle them.",
             ),
         ),
         remediation=(
             "A large non-robust fraction calls for adversarial or certified training at this "
-            "eps; a large undecided fraction for a tighter verifier (the simplex certificate "
-            "stops at the first activation-region face) before trusting the model at this eps."
+            "eps; a large undecided fraction for a larger verification budget "
+            "(-o certificates.effort=thorough) before trusting the model at this eps."
         ),
         references=(Reference("singla2019", "Section 5, Figure 2"),),
     )
-
-
-def _verdicts(ctx: AuditContext, r: CertificateResults, eps: float) -> Verdicts:
-    if ctx.norm == "linf":
-        return verdicts(r.correct, r.certified_linf, r.attack_linf, eps)
-    return verdicts(r.correct, r.certified, r.attack.distance, eps)
 
 
 def _grade(fractions: dict[str, float], config: CertificatesConfig) -> Grade:
@@ -339,23 +374,25 @@ def _grade(fractions: dict[str, float], config: CertificatesConfig) -> Grade:
 
 def _gap_plots(r: CertificateResults) -> tuple[Plot, ...]:
     usable = np.isfinite(r.ratio)
-    attack = r.attack.distance[usable]
-    top = float(max(attack.max(initial=0.0), r.certified[usable].max(initial=0.0))) or 1.0
+    attack = r.attack_distance[usable]
+    top = float(max(attack.max(initial=0.0), r.best[usable].max(initial=0.0))) or 1.0
     return (
-        _accuracy_plot("accuracy-curves-l2", "l2", r.certified, r.attack.distance, r.correct),
-        _accuracy_plot("accuracy-curves-linf", "linf", r.certified_linf, r.attack_linf, r.correct),
+        _accuracy_plot(f"accuracy-curves-{r.norm}", r.norm, r.best, r.attack_distance, r.correct),
         Plot(
             id="certified-vs-attack",
-            title="Per sample: certified radius vs attack distance (l2)",
-            x_label="attack distance (l2)",
-            y_label="certified radius (l2)",
+            title=f"Per sample: certified radius vs attack distance ({r.norm})",
+            x_label=f"attack distance ({r.norm})",
+            y_label=f"certified radius ({r.norm})",
             series=(
-                Series("samples", floats(r.certified[usable]), floats(attack), "scatter"),
+                Series("samples", floats(r.best[usable]), floats(attack), "scatter"),
                 Series("certified = attack", floats([0.0, top]), floats([0.0, top]), "line"),
             ),
         ),
         histogram(
-            "ratio", "Per-sample ratio certified / attack (l2)", r.ratio[usable], x_label="ratio"
+            "ratio",
+            f"Per-sample ratio certified / attack ({r.norm})",
+            r.ratio[usable],
+            x_label="ratio",
         ),
     )
 
@@ -381,20 +418,22 @@ def _accuracy_plot(
 
 
 def consistency_finding(ctx: AuditContext, r: CertificateResults) -> Finding:
-    bad = violations(r.correct, r.certified, r.attack.distance)
-    compared = int(np.sum(r.correct & r.attack.found))
+    attack = r.attack_distance
+    bad = violations(r.correct, r.best, attack)
+    compared = int(np.sum(r.correct & np.isfinite(attack)))
     if bad.any():
-        worst = int(np.argmax(np.where(bad, r.certified - r.attack.distance, -np.inf)))
+        worst = int(np.argmax(np.where(bad, r.best - attack, -np.inf)))
         summary = (
             f"{int(bad.sum())} certified radius/radii exceed a verified attack distance "
-            f"(e.g. sample {int(ctx.data.indices[worst])}: certified {r.certified[worst]:.6g} > "
-            f"attack {r.attack.distance[worst]:.6g}). A certificate is unsound here: this is a "
+            f"(e.g. sample {int(ctx.data.indices[worst])}: certified {r.best[worst]:.6g} > "
+            f"attack {attack[worst]:.6g}, {r.norm}). A certificate is unsound here: this is a "
             "bug in the tool; do not trust these radii."
         )
         status, severity = Status.FAIL, Severity.CRITICAL
     else:
         summary = (
-            f"No verified attack point lies inside a certified ball ({compared} samples compared)."
+            f"No verified attack point lies inside a certified ball ({compared} samples "
+            f"compared, {r.norm}, every method)."
         )
         status, severity = Status.PASS, Severity.INFO
     return ctx.finding(
@@ -461,4 +500,150 @@ def runtime_finding(ctx: AuditContext, r: CertificateResults) -> Finding:
             if status is Status.WARN
             else ""
         ),
+    )
+
+
+BP_REFERENCES = (
+    Reference("singla2019", "Section 6 (tighter bounds: future work)"),
+    Reference("zhang2018crown", "CROWN: linear relaxation by backward bound propagation"),
+    Reference("xu2021alpha", "alpha-CROWN: optimised lower slopes"),
+)
+SEARCH_REFERENCES = (
+    Reference("wang2021beta", "beta-CROWN: split constraints in branch and bound"),
+    Reference("bunel2020branch", "branch and bound for piecewise-linear verification (BaBSR)"),
+)
+
+
+def propagation_finding(ctx: AuditContext, r: CertificateResults) -> Finding:
+    """The bound-propagation radius: CROWN then alpha-CROWN, over the ball or box within
+    the input bounds."""
+    if r.propagation is None:
+        return ctx.finding(
+            "bound-propagation",
+            title="Bound-propagation radius: not run",
+            status=Status.SKIPPED,
+            severity=Severity.INFO,
+            method=Method.CERTIFIED,
+            summary=f"Skipped: {r.propagation_reason}.",
+            references=BP_REFERENCES,
+        )
+    radius = r.propagation.radius
+    values = radius[r.correct]
+    median = float(np.median(values)) if values.size else None
+    row = _method_verdicts(ctx, r, radius)
+    ratio = r.ratio_of(radius)
+    ratio = ratio[np.isfinite(ratio)]
+    theorem = np.maximum(r.theorem_radius[r.correct], 1e-300)
+    summary = (
+        f"Bound propagation (CROWN, then optimised slopes): median certified {r.norm} radius "
+        f"{median:.4g}, {np.median(values / theorem):.3g}x the theorems'; certified "
+        f"{_fractions(row[0])['certified']:.1%} at eps {ctx.eps[0]:g}"
+        + (f"; median ratio to the attack distance {np.median(ratio):.3g}." if ratio.size else ".")
+        if median is not None
+        else "Bound propagation: no correctly classified sample."
+    )
+    metrics = [
+        Metric("median_radius", median, r.norm, "correctly classified samples"),
+        Metric("min_radius", float(values.min()) if values.size else None, r.norm),
+        Metric(
+            "median_ratio",
+            float(np.median(ratio)) if ratio.size else None,
+            "ratio",
+            "radius / attack distance",
+        ),
+        Metric("seconds_per_sample", r.propagation.seconds_per_sample, "s"),
+        *(
+            Metric(f"certified_fraction@{e:g}", _fractions(v)["certified"], "fraction")
+            for e, v in zip(ctx.eps, row, strict=True)
+        ),
+    ]
+    return ctx.finding(
+        "bound-propagation",
+        title=f"Bound-propagation radius (certified {r.norm}, CROWN / alpha-CROWN)",
+        status=Status.PASS,
+        severity=Severity.INFO,
+        method=Method.CERTIFIED,
+        summary=summary,
+        metrics=metrics,
+        evidence=Evidence(
+            summaries=(summarize("bp_radius", radius, r.norm),),
+            plots=(histogram("bp-radius", "Bound-propagation radius", values, x_label=r.norm),),
+            notes=(
+                "Per sample the largest eps found by bisection (from the theorems' radius up "
+                "to the attack distance) at which every margin's lower bound over the "
+                f"{'l2 ball' if r.norm == 'l2' else 'linf box'} intersected with the input "
+                "bounds exceeds the logit slack; the set is inflated by the float32 input "
+                "rounding first. Intermediate bounds are computed once per eps and reused.",
+            ),
+        ),
+        assumptions=_assumptions(ctx, r),
+        references=BP_REFERENCES,
+    )
+
+
+def search_finding(ctx: AuditContext, r: CertificateResults) -> Finding:
+    """The complete search: verdicts at every eps, exact radii, counterexamples."""
+    if r.search is None:
+        reason = r.propagation_reason or "disabled (certificates.search = false)"
+        return ctx.finding(
+            "complete-search",
+            title="Complete search: not run",
+            status=Status.SKIPPED,
+            severity=Severity.INFO,
+            method=Method.CERTIFIED,
+            summary=f"Skipped: {reason}.",
+            references=SEARCH_REFERENCES,
+        )
+    search = r.search
+    first = _fractions(r.verdict[0])
+    exact = float(np.mean(search.exact[r.correct])) if r.correct.any() else 0.0
+    summary = (
+        f"Branch and bound at {r.norm} eps {ctx.eps[0]:g}: {first['certified']:.1%} certified, "
+        f"{first['non_robust']:.1%} proven non-robust, {first['undecided']:.1%} undecided "
+        f"({search.searches} searches, {search.branches} subdomains, "
+        f"{search.seconds_per_search:.2g} s per search); exact radius (within "
+        f"{ctx.config.exact_tolerance:.1%} of the attack distance) for {exact:.1%} of the "
+        "correctly classified samples."
+    )
+    metrics = [
+        Metric("searches", search.searches, "searches"),
+        Metric("subdomains", search.branches, "subdomains"),
+        Metric("seconds", search.seconds, "s", "all searches"),
+        Metric("seconds_per_search", search.seconds_per_search, "s"),
+        Metric("exact_fraction", exact, "fraction", "radius within the tolerance of the attack"),
+        Metric("counterexamples", len(search.counterexamples), "samples x eps"),
+        *(
+            Metric(f"{kind}_fraction@{e:g}", value, "fraction")
+            for e, row in zip(ctx.eps, r.verdict, strict=True)
+            for kind, value in _fractions(row).items()
+        ),
+    ]
+    examples = tuple(
+        adversarial_example(
+            ctx.data, sample, point, {"eps": float(ctx.eps[e]), "found_by": "search"}
+        )
+        for (e, sample), point in list(search.counterexamples.items())[: ctx.config.worst_examples]
+    )
+    return ctx.finding(
+        "complete-search",
+        title=f"Complete search (branch and bound, {r.norm})",
+        status=Status.PASS,
+        severity=Severity.INFO,
+        method=Method.CERTIFIED,
+        summary=summary,
+        metrics=metrics,
+        evidence=Evidence(
+            summaries=(summarize("search_radius", search.radius, r.norm),),
+            examples=examples,
+            notes=(
+                "Each sample that no radius or attack settles is searched: subdomains fix "
+                "the sides of unstable neurons (ReLU, LeakyReLU, PReLU), their bounds come "
+                "from CROWN with optimised slopes and split multipliers (beta-CROWN), the "
+                "lowest-bounded subdomain is split first, and the point minimising each "
+                "bound is tried as an adversarial example (confirmed in onnxruntime). "
+                "Undecided: the budget ran out (certificates.effort, search_seconds).",
+            ),
+        ),
+        assumptions=_assumptions(ctx, r),
+        references=SEARCH_REFERENCES,
     )

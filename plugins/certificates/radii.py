@@ -288,9 +288,10 @@ class Verdicts:
 def verdicts(
     correct: np.ndarray, certified_radius: np.ndarray, attack_distance: np.ndarray, eps: float
 ) -> Verdicts:
-    """Certified robust (correct and radius > eps), proven non-robust (misclassified, or an
-    attack point within eps), or undecided. Radius and distance in the same norm as eps."""
-    certified = correct & (certified_radius > eps)
+    """Certified robust (correct and radius >= eps: the closed ball is certified), proven
+    non-robust (misclassified, or an attack point within eps), or undecided. Radius and
+    distance in the same norm as eps."""
+    certified = correct & (certified_radius >= eps)
     non_robust = ~correct | (attack_distance <= eps)
     non_robust &= ~certified  # cannot both hold unless a certificate is unsound
     return Verdicts(certified, non_robust, ~certified & ~non_robust)

@@ -1,0 +1,262 @@
+"""Bound propagation and complete search on the audit samples (beyond Singla & Feizi
+2019: their Section 6 names tighter bounds from neighbouring regions as future work).
+
+* **bound-propagation radius**: per sample the largest eps (bisection, started at the
+  simplex / decision-boundary radius and stopped at the attack distance) at which CROWN,
+  then alpha-CROWN, proves every margin above the logit slack
+  (``audit_core.bounds.radius``), in the run's norm;
+* **complete search** at each ``--eps``: branch and bound with beta-CROWN bounds
+  (``audit_core.bounds.search``) for every correctly classified sample that neither a
+  radius nor the attack settles: certified, proven non-robust (a point of the ball that
+  onnxruntime misclassifies) or undecided when its budget runs out; then, budget left,
+  a search at ``(1 - exact_tolerance)`` times the attack distance, which when certified
+  closes the gap: the radius is exact to that tolerance.
+
+Budgets are wall-clock (per search and for the whole analysis): the radii and verdicts
+reported are those proven when time ran out.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from audit_core.analysis import AuditContext
+from audit_core.bounds.propagation import BoundPropagation
+from audit_core.bounds.radius import RadiusBudget, certified_radius
+from audit_core.bounds.search import CERTIFIED, NON_ROBUST, BranchAndBound, SearchBudget
+from audit_core.bounds.verify import Verifier
+from audit_core.errors import NotApplicable
+from audit_core.labels import predict
+
+
+@dataclass(frozen=True)
+class Budgets:
+    """What one ``certificates.effort`` level spends (seconds are wall clock)."""
+
+    search_seconds: float
+    search_total: float
+    propagation_total: float
+    alpha_iterations: int
+    exact: bool
+    root_iterations: int
+
+
+EFFORT = {
+    "quick": Budgets(0.25, 2.0, 10.0, 0, False, 5),
+    "thorough": Budgets(60.0, float("inf"), float("inf"), 20, True, 20),
+}
+"""``quick`` keeps an audit of a zoo model within seconds: CROWN radii, short searches
+for the verdicts only. ``thorough`` (a release review): optimised slopes, minute-long
+searches, and searches that close the gap to the attack distance (exact radii)."""
+
+
+def budgets(config) -> Budgets:
+    """The effort preset with the explicitly set keys (non-zero, alpha >= 0) over it."""
+    preset = EFFORT[config.effort]
+    return dataclasses.replace(
+        preset,
+        search_seconds=config.search_seconds or preset.search_seconds,
+        search_total=config.search_total_seconds or preset.search_total,
+        propagation_total=config.propagation_seconds or preset.propagation_total,
+        alpha_iterations=(
+            preset.alpha_iterations if config.alpha_iterations < 0 else config.alpha_iterations
+        ),
+    )
+
+
+@dataclass(frozen=True)
+class PropagationResult:
+    """Bound-propagation radii ``(N,)`` in the run's norm (``start`` where nothing more
+    was proven); ``reason`` says why it did not run ("" when it did)."""
+
+    radius: np.ndarray
+    seconds_per_sample: float
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    """``verdict`` ``(E, N)``: 1 certified, -1 proven non-robust, 0 undecided per eps;
+    ``radius`` ``(N,)`` the largest radius the searches proved (0 where none);
+    ``exact`` ``(N,)`` where it is within the tolerance of the attack distance;
+    ``counterexamples``: per (eps index, sample) the confirmed point."""
+
+    verdict: np.ndarray
+    radius: np.ndarray
+    exact: np.ndarray
+    counterexamples: dict[tuple[int, int], np.ndarray]
+    searches: int
+    branches: int
+    seconds: float
+    reason: str = ""
+
+    @property
+    def seconds_per_search(self) -> float:
+        return self.seconds / max(1, self.searches)
+
+
+def verifier(ctx: AuditContext, tolerance: float) -> Verifier | str:
+    """The model's bound propagation, or why it cannot run."""
+    try:
+        return Verifier(BoundPropagation(ctx.model.graph), tolerance)
+    except NotApplicable as reason:
+        return str(reason)
+
+
+def propagation_radius(
+    ctx: AuditContext,
+    checker: Verifier,
+    predicted: np.ndarray,
+    start: np.ndarray,
+    stop: np.ndarray,
+    budget: Budgets,
+) -> PropagationResult:
+    """CROWN then alpha-CROWN radius per sample, in the run's norm."""
+    config = ctx.config
+    data = ctx.data
+    clock = time.perf_counter()
+    stop = np.where(np.isfinite(stop), stop, _diameter(ctx))
+    radius = certified_radius(
+        checker,
+        torch.as_tensor(data.x, dtype=torch.float64),
+        torch.as_tensor(predicted),
+        ctx.norm,
+        float(data.lower),
+        float(data.upper),
+        torch.as_tensor(start, dtype=torch.float64),
+        torch.as_tensor(np.maximum(stop, start), dtype=torch.float64),
+        RadiusBudget(
+            steps=config.propagation_steps,
+            alpha_steps=config.alpha_steps if budget.alpha_iterations else 0,
+            alpha_iterations=budget.alpha_iterations,
+            seconds=budget.propagation_total,
+        ),
+    ).numpy()
+    seconds = (time.perf_counter() - clock) / max(1, len(data))
+    return PropagationResult(np.maximum(radius, start), seconds)
+
+
+def _diameter(ctx: AuditContext) -> float:
+    """The largest distance inside the input bounds (the cap of a radius)."""
+    span = float(ctx.data.upper - ctx.data.lower)
+    return span * (np.sqrt(ctx.model.graph.input_size) if ctx.norm == "l2" else 1.0)
+
+
+def complete_search(
+    ctx: AuditContext,
+    checker: Verifier,
+    predicted: np.ndarray,
+    correct: np.ndarray,
+    radius: np.ndarray,
+    attack: np.ndarray,
+    budget: Budgets,
+) -> SearchResult:
+    """Verdicts at every eps for the samples no radius or attack settles, then exact
+    radii where budget is left (see the module docstring)."""
+    data = ctx.data
+    search = BranchAndBound(checker, _confirm(ctx))
+    clock = time.perf_counter()
+    deadline = clock + budget.search_total
+    eps = np.asarray(ctx.eps, dtype=np.float64)
+    verdict = np.zeros((len(eps), len(data)), dtype=np.int8)
+    found = np.zeros(len(data))
+    counterexamples: dict[tuple[int, int], np.ndarray] = {}
+    runs = {"searches": 0, "branches": 0}
+
+    def run(sample: int, at: float, key: tuple[int, int] | None) -> int:
+        seconds = min(budget.search_seconds, deadline - time.perf_counter())
+        if seconds <= 0:
+            return 0
+        outcome = search.search(
+            data.x[sample].reshape(-1),
+            int(predicted[sample]),
+            at,
+            ctx.norm,
+            float(data.lower),
+            float(data.upper),
+            SearchBudget(seconds=seconds, root_iterations=budget.root_iterations),
+        )
+        runs["searches"] += 1
+        runs["branches"] += outcome.branches
+        if outcome.verdict == NON_ROBUST and key is not None:
+            counterexamples[key] = outcome.counterexample
+        return outcome.verdict
+
+    for e in np.argsort(eps):
+        ctx.progress.note(f"complete search at eps {eps[e]:g}")
+        for sample in range(len(data)):
+            settled = _settled(
+                correct[sample],
+                max(radius[sample], found[sample]),
+                attack[sample],
+                eps[e],
+                verdict[:, sample],
+                eps,
+            )
+            if settled is not None:
+                verdict[e, sample] = settled
+                continue
+            verdict[e, sample] = run(sample, float(eps[e]), (int(e), sample))
+            if verdict[e, sample] == CERTIFIED:
+                found[sample] = max(found[sample], eps[e])
+    exact = _exact(correct, np.maximum(radius, found), attack, ctx.config.exact_tolerance)
+    closable = correct & np.isfinite(attack) & ~exact & (attack > 0) & budget.exact
+    for sample in np.flatnonzero(closable):
+        target = attack[sample] * (1 - ctx.config.exact_tolerance)
+        if time.perf_counter() > deadline:
+            break
+        if run(sample, float(target), None) == CERTIFIED:
+            found[sample] = max(found[sample], target)
+            exact[sample] = True
+    return SearchResult(
+        verdict,
+        found,
+        exact,
+        counterexamples,
+        runs["searches"],
+        runs["branches"],
+        time.perf_counter() - clock,
+    )
+
+
+def _settled(
+    correct: bool,
+    radius: float,
+    attack: float,
+    eps: float,
+    earlier: np.ndarray,
+    all_eps: np.ndarray,
+) -> int | None:
+    """The verdict at ``eps`` without a search, or None: misclassified or an attack
+    within eps is non-robust, a radius reaching eps certified; so is a non-robust verdict
+    at a smaller eps (its counterexample lies in this ball too)."""
+    if not correct or attack <= eps:
+        return NON_ROBUST
+    if radius >= eps:
+        return CERTIFIED
+    smaller = (all_eps < eps) & (earlier == NON_ROBUST)
+    return NON_ROBUST if smaller.any() else None
+
+
+def _exact(
+    correct: np.ndarray, radius: np.ndarray, attack: np.ndarray, tolerance: float
+) -> np.ndarray:
+    """Radius within ``tolerance`` (relative) of a verified attack distance."""
+    finite = np.isfinite(attack)
+    return correct & finite & (radius >= (1 - tolerance) * np.where(finite, attack, 0.0))
+
+
+def _confirm(ctx: AuditContext):
+    """The search's counterexample check: onnxruntime (float32) misclassifies the point."""
+    shape = ctx.model.graph.input_shape
+
+    def confirm(points: np.ndarray, label: int) -> np.ndarray:
+        logits = ctx.model.runtime.logits(points.reshape(len(points), *shape))
+        return np.asarray(predict(logits)) != label
+
+    return confirm
