@@ -13,12 +13,10 @@ import itertools
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 import numpy as np
-import torch
 
-from audit_core.data import AuditData
 from audit_core.errors import ConfigError
 from audit_core.findings import (
     Evidence,
@@ -29,8 +27,13 @@ from audit_core.findings import (
     Severity,
     Status,
 )
-from audit_core.model import AuditedModel
 from audit_core.settings import Settings
+
+if TYPE_CHECKING:  # type-only: listing plugins (``audit plugins``) must not import torch
+    import torch
+
+    from audit_core.data import AuditData
+    from audit_core.model import AuditedModel
 
 NAME_PATTERN = re.compile(r"^[a-z][a-z0-9]*(-[a-z0-9]+)*$")
 

@@ -1,0 +1,112 @@
+"""The CLI starts at once: ``--version``, ``--help``, ``plugins`` and usage errors import no
+heavy library (torch, onnx, onnxruntime, scipy, cvxpy, matplotlib, ...).
+
+Checked through ``sys.modules`` in a fresh interpreter, not with a timer: machines are
+noisy, imports are not. ``benchmarks/cli_startup.py`` measures the times.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+import audit_reports
+
+HEAVY = (
+    "torch",
+    "torchvision",
+    "onnx",
+    "onnxruntime",
+    "onnx2torch",
+    "scipy",
+    "cvxpy",
+    "matplotlib",
+    "sklearn",
+    "networkx",
+    "jsonschema",
+)
+LISTING_PATH = (
+    "robustness_audit",
+    "robustness_audit.cli",
+    "robustness_audit.session",
+    "audit_core.errors",
+    "audit_core.settings",
+    "audit_core.findings",
+    "audit_core.report_model",
+    "audit_core.hookspecs",
+    "audit_core.analysis",
+    "audit_core.data",
+    "audit_core.plugins",
+    "audit_reports",
+    "audit_reports.writer",
+)
+
+
+def _heavy_after(code: str, env: dict[str, str] | None = None) -> list[str]:
+    """The heavy top-level packages in ``sys.modules`` after running ``code`` afresh."""
+    probe = textwrap.dedent(code) + textwrap.dedent(
+        f"""
+        import json, sys
+        loaded = {{name.split(".")[0] for name in sys.modules}}
+        print(json.dumps(sorted(loaded & set({list(HEAVY)!r}))))
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, env=env, check=True
+    )
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_the_modules_on_the_listing_path_import_nothing_heavy() -> None:
+    assert _heavy_after("\n".join(f"import {name}" for name in LISTING_PATH)) == []
+
+
+def test_the_probe_sees_a_heavy_import() -> None:
+    """The check above can fail: the runner does import torch and onnx."""
+    assert {"torch", "onnx"} <= set(_heavy_after("import audit_core.runner"))
+
+
+@pytest.mark.parametrize(
+    ("argv", "code"),
+    [
+        (["--version"], 0),
+        (["--help"], 0),
+        (["plugins"], 0),
+        (["plugins", "--json"], 0),
+        (["model.onnx", "--no-such-option"], 4),
+        (["model.onnx", "--format", "pdf"], 4),
+        (["model.onnx", "--eps", "-1"], 4),
+        (["model.onnx", "-p", "no:no-such-plugin"], 4),
+    ],
+    ids=lambda v: " ".join(v) if isinstance(v, list) else str(v),
+)
+def test_quick_commands_import_nothing_heavy(argv: list[str], code: int, tmp_path) -> None:
+    """``AUDIT_PLUGINS=`` (no plugin): the plugins' own imports are theirs to keep light."""
+    env = {**os.environ, "AUDIT_PLUGINS": ""}
+    heavy = _heavy_after(
+        f"""
+        import contextlib, io, os
+        os.chdir({str(tmp_path)!r})
+        from robustness_audit.cli import main
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            try:
+                code = main({argv!r})
+            except SystemExit as stop:  # argparse's --help
+                code = stop.code
+        assert code == {code}, code
+        """,
+        env,
+    )
+    assert heavy == []
+
+
+def test_renderers_load_on_first_use() -> None:
+    assert audit_reports.render_html.__module__ == "audit_reports.html_report"
+    assert {"render_json", "write_reports", "FORMATS"} <= set(dir(audit_reports))
+    with pytest.raises(AttributeError, match="no attribute 'render_pdf'"):
+        _ = audit_reports.render_pdf
