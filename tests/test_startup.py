@@ -110,3 +110,22 @@ def test_renderers_load_on_first_use() -> None:
     assert {"render_json", "write_reports", "FORMATS"} <= set(dir(audit_reports))
     with pytest.raises(AttributeError, match="no attribute 'render_pdf'"):
         _ = audit_reports.render_pdf
+
+
+def test_the_torch_module_is_built_without_torchvision(tiny_model) -> None:
+    """onnx2torch's torchvision converters (NonMaxSuppression, RoiAlign: ops the layer graph
+    rejects) are left out while it loads, and stay importable afterwards."""
+    code = f"""
+        import sys
+        from audit_core.onnx_import import load_onnx
+        from audit_core.torch_module import build_torch_model
+        loaded = load_onnx({str(tiny_model)!r})
+        built = build_torch_model(loaded.proto, loaded.graph, loaded.has_batch)
+        assert built.source == "onnx2torch", built.note
+        assert "torchvision" not in sys.modules and "torch._dynamo" not in sys.modules
+        import onnx2torch.node_converters.nms as nms
+        from onnx2torch.node_converters.registry import _CONVERTER_REGISTRY
+        assert hasattr(nms, "OnnxNonMaxSuppression")
+        assert any(d.operation_type == "NonMaxSuppression" for d in _CONVERTER_REGISTRY)
+        """
+    assert "torchvision" in _heavy_after(code)  # loaded by the explicit import at the end
