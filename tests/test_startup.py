@@ -129,3 +129,25 @@ def test_the_torch_module_is_built_without_torchvision(tiny_model) -> None:
         assert any(d.operation_type == "NonMaxSuppression" for d in _CONVERTER_REGISTRY)
         """
     assert "torchvision" in _heavy_after(code)  # loaded by the explicit import at the end
+
+
+def test_attack_bounds_are_checked_without_sympy() -> None:
+    """``torch.broadcast_shapes`` imports sympy (0.7 s): the attacks check shapes themselves."""
+    code = """
+        import sys
+        import torch
+        from audit_core.attacks import pgd
+        model = torch.nn.Linear(3, 2).double()
+        x, y = torch.rand(4, 3, dtype=torch.float64), torch.zeros(4, dtype=torch.long)
+        for shape in ((), (3,), (1, 3), (4, 3)):
+            pgd(model, x, y, 0.1, norm="l2", lower=torch.zeros(shape), upper=torch.ones(shape))
+        for bad in (torch.zeros(2), torch.zeros(4, 1, 3), torch.zeros(3, 3)):
+            try:
+                pgd(model, x, y, 0.1, norm="l2", lower=bad, upper=None)
+            except ValueError as error:
+                assert "does not broadcast" in str(error), error
+            else:
+                raise AssertionError(f"bound {tuple(bad.shape)} accepted")
+        assert "sympy" not in sys.modules
+        """
+    assert "torch" in _heavy_after(code)
