@@ -16,6 +16,9 @@ import textwrap
 import pytest
 
 import audit_reports
+from audit_core.analysis import Analysis, Requirements
+from audit_core.findings import Method, Metric, Severity, Status
+from audit_core.hookspecs import hookimpl
 
 HEAVY = (
     "torch",
@@ -151,3 +154,55 @@ def test_attack_bounds_are_checked_without_sympy() -> None:
         assert "sympy" not in sys.modules
         """
     assert "torch" in _heavy_after(code)
+
+
+class _Threads(Analysis):
+    """Records how many intra-op threads torch has while the analyses run."""
+
+    name = "torch-threads"
+    requires = Requirements(data=False)
+
+    def run(self, ctx):
+        import torch
+
+        count = torch.get_num_threads()
+        yield ctx.finding(
+            "count",
+            title="torch threads",
+            status=Status.PASS,
+            severity=Severity.INFO,
+            method=Method.EMPIRICAL,
+            summary=f"{count} threads",
+            metrics=[Metric("threads", count)],
+        )
+
+
+class _ThreadsPlugin:
+    @hookimpl
+    def audit_register_analyses(self, register):
+        register(_Threads())
+
+
+@pytest.mark.parametrize(("env", "during"), [(None, 1), ("3", 2)])
+def test_the_audit_runs_torch_on_one_thread_unless_told(
+    env, during, audit_runner, audit_register_plugin, tiny_model, monkeypatch
+) -> None:
+    """One intra-op thread while the analyses run (``OMP_NUM_THREADS`` set: left alone),
+    and the caller's setting afterwards."""
+    import torch
+
+    before = torch.get_num_threads()
+    audit_register_plugin(_ThreadsPlugin(), name="threads-probe")
+    if env is None:
+        monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    else:
+        monkeypatch.setenv("OMP_NUM_THREADS", env)
+    torch.set_num_threads(2)
+    try:
+        result = audit_runner(tiny_model, "--only", "torch-threads", plugins=[])
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+    assert result.exit_code == 0, result.stderr
+    metrics = result.finding(f"torch-threads/count/{tiny_model.stem}")["metrics"]
+    assert metrics[0]["value"] == during
