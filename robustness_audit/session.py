@@ -1,4 +1,5 @@
-"""What the ``audit`` command and the Python API share: the plugin host and format checks.
+"""What the ``audit`` command and the Python API share: settings merged over a config file,
+the plugin host, writing the reports.
 
 Light at import time (no torch, onnx or renderer): the CLI imports it on every start.
 """
@@ -36,7 +37,7 @@ def settings_from(
     check_formats(settings.format, name("format"))
     return replace(
         settings,
-        analysis_options={name: dict(values) for name, values in tables.items()},
+        analysis_options={table: dict(values) for table, values in tables.items()},
         config_file=str(config_path) if config_path else None,
     )
 
