@@ -230,9 +230,17 @@ def _as_bound(bound: BoundLike, x: torch.Tensor) -> torch.Tensor | None:
     if bound is None:
         return None
     t = torch.as_tensor(bound, dtype=torch.float64).detach()
-    if torch.broadcast_shapes(t.shape, x.shape) != x.shape:
+    if not _broadcasts_to(tuple(t.shape), tuple(x.shape)):
         raise ValueError(f"bound of shape {tuple(t.shape)} does not broadcast to {tuple(x.shape)}")
     return t
+
+
+def _broadcasts_to(shape: tuple[int, ...], target: tuple[int, ...]) -> bool:
+    """Whether ``shape`` broadcasts to exactly ``target`` (``torch.broadcast_shapes`` would
+    import sympy, 0.7 s, on an audit's first attack)."""
+    if len(shape) > len(target):
+        return False
+    return all(s in (1, t) for s, t in zip(reversed(shape), reversed(target), strict=False))
 
 
 def _repeat_rows(t: torch.Tensor, m: int) -> torch.Tensor:

@@ -8,13 +8,17 @@ input bounds known.
 from __future__ import annotations
 
 import zipfile
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from audit_core.errors import DataError
-from audit_core.graph import LayerGraph
+
+if TYPE_CHECKING:  # type-only: reading data must not import torch
+    from audit_core.graph import LayerGraph
 
 
 @dataclass(frozen=True)
@@ -136,17 +140,28 @@ def _read_npz(path: Path) -> RawData:
         raise DataError(f"{path}: not a readable .npz archive ({error})") from error
     except (OSError, EOFError, zipfile.BadZipFile) as error:
         raise DataError(f"{path}: not a readable .npz archive ({error})") from error
+    return raw_from_arrays(arrays, str(path))
+
+
+DATA_KEYS = ("x", "y", "class_names", "lower", "upper", "image_shape")
+"""The arrays an .npz data file (or a mapping given to the Python API) may hold."""
+
+
+def raw_from_arrays(arrays: Mapping[str, Any], source: str) -> RawData:
+    """``RawData`` from named arrays as in an .npz file (``DATA_KEYS``; only ``x`` is
+    required). ``source`` names them in errors."""
     if "x" not in arrays:
-        raise DataError(f"{path}: no array named 'x' (found: {', '.join(arrays) or 'none'})")
+        raise DataError(f"{source}: no array named 'x' (found: {', '.join(arrays) or 'none'})")
     return RawData(
         x=arrays["x"],
         y=arrays.get("y"),
         class_names=tuple(str(n) for n in arrays.get("class_names", ())),
         lower=arrays.get("lower"),
         upper=arrays.get("upper"),
-        image_shape=tuple(int(v) for v in arrays["image_shape"])
-        if "image_shape" in arrays
+        image_shape=tuple(int(v) for v in np.ravel(arrays["image_shape"]))
+        if arrays.get("image_shape") is not None
         else None,
+        source=source,
     )
 
 

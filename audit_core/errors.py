@@ -1,6 +1,6 @@
 """Exit codes and the user-facing error types.
 
-One place (``audit_core.cli``) translates these into one line on stderr and an
+One place (``robustness_audit.cli``) translates these into one line on stderr and an
 exit code, in the spirit of pytest's ``ExitCode`` and ``UsageError``.
 """
 

@@ -36,7 +36,7 @@ EXTRA_PLUGINS: dict[str, object] = {}
 ``@hookimpl`` functions). ``PluginHost.load_entry_points`` registers them after the
 entry points; ``-p no:NAME`` blocks them, ``AUDIT_PLUGINS`` does not (they were asked
 for explicitly). Tests use it through the ``audit_register_plugin`` fixture
-(``audit_core.pytest_plugin``), which removes the plugin again after the test."""
+(``robustness_audit.pytest_plugin``), which removes the plugin again after the test."""
 
 
 @dataclass

@@ -81,12 +81,19 @@ class _Plan:
 
 
 def run_audit(
-    settings: Settings, host: PluginHost, ui: RunUI, command: Sequence[str] = ()
+    settings: Settings,
+    host: PluginHost,
+    ui: RunUI,
+    command: Sequence[str] = (),
+    raw_data: RawData | None = None,
 ) -> RunOutcome:
-    """Run every selected analysis on every model; return the report (nothing is written)."""
+    """Run every selected analysis on every model; return the report (nothing is written).
+
+    ``raw_data``: audit data already in memory (the Python API), instead of ``settings.data``.
+    """
     started, clock = _now(), time.perf_counter()
     plan = _plan(settings, host)
-    models, data = load_models_and_data(settings, ui, host)
+    models, data = load_models_and_data(settings, ui, host, raw_data)
     runs: list[AnalysisRun] = []
     findings: list[Finding] = []
     exports: dict[tuple[str, str], dict[str, np.ndarray]] = {}
@@ -155,13 +162,15 @@ def _plan(settings: Settings, host: PluginHost) -> _Plan:
 
 
 def load_models_and_data(
-    settings: Settings, ui: RunUI, host: PluginHost | None = None
+    settings: Settings, ui: RunUI, host: PluginHost | None = None, raw: RawData | None = None
 ) -> tuple[list[AuditedModel], AuditData | None]:
-    """Load every model, read and validate the data, run the fidelity checks."""
+    """Load every model, read (unless ``raw`` is given) and validate the data, run the
+    fidelity checks."""
     if not settings.models:
         raise ConfigError("no model given (usage: audit MODEL.onnx [MODEL2.onnx ...])")
     rng = np.random.default_rng(settings.seed)
-    raw = _read(settings, host) if settings.data else None
+    if raw is None and settings.data:
+        raw = _read(settings, host)
     sample_shape = _sample_shape(raw)
     loaded = []
     for path in settings.models:

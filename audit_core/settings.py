@@ -84,10 +84,10 @@ GLOBAL_KEYS = {f.name.replace("_", "-") for f in fields(Settings)} - {
 
 def core_tables() -> dict[str, tuple[Parameter, ...]]:
     """The config tables the core owns (not an analysis), with their keys: ``attacks``."""
-    from audit_core.attack_budget import ATTACKS_TABLE
-    from audit_core.attack_service import attack_parameters
+    from audit_core.attack_budget import ATTACKS_TABLE, MinimalAttackConfig
+    from audit_core.config import table_parameters
 
-    return {ATTACKS_TABLE: attack_parameters()}
+    return {ATTACKS_TABLE: table_parameters(MinimalAttackConfig)}
 
 
 def find_config_file(explicit: str | None, cwd: Path) -> Path | None:

@@ -12,29 +12,44 @@ Renderers take an ``audit_core.report_model.AuditReport`` and return text:
 Imports go one way: this package imports ``audit_core``, never plugins.
 """
 
-from .html_report import render_html
-from .json_report import SCHEMA_PATH, load_schema, render_json, to_dict, validate
-from .junit import render_junit
-from .markdown import render_markdown
-from .plots import image_svg, plot_svg
-from .sarif import render_sarif, to_sarif
-from .writer import FORMATS, RENDERERS, OutputFormat, write_reports
+from __future__ import annotations
 
-__all__ = [
-    "FORMATS",
-    "RENDERERS",
-    "SCHEMA_PATH",
-    "OutputFormat",
-    "image_svg",
-    "load_schema",
-    "plot_svg",
-    "render_html",
-    "render_json",
-    "render_junit",
-    "render_markdown",
-    "render_sarif",
-    "to_dict",
-    "to_sarif",
-    "validate",
-    "write_reports",
-]
+import importlib
+from typing import Any
+
+_HOMES = {
+    "render_html": "html_report",
+    "SCHEMA_PATH": "json_report",
+    "load_schema": "json_report",
+    "render_json": "json_report",
+    "to_dict": "json_report",
+    "validate": "json_report",
+    "render_junit": "junit",
+    "render_markdown": "markdown",
+    "image_svg": "plots",
+    "plot_svg": "plots",
+    "render_sarif": "sarif",
+    "to_sarif": "sarif",
+    "FORMATS": "writer",
+    "RENDERERS": "writer",
+    "OutputFormat": "writer",
+    "write_reports": "writer",
+}
+"""Public name -> the module that defines it. Names load on first use, so importing one
+renderer (or the format list the CLI's ``--help`` shows) does not import all of them
+(matplotlib, jsonschema)."""
+
+__all__ = sorted(_HOMES)
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{home}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_HOMES})

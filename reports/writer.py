@@ -4,25 +4,24 @@ A failure while rendering leaves the previous reports untouched; a failure while
 writing never leaves a half-written report (each file goes to a temporary file
 in the output directory, then ``os.replace``s into place).
 
-Adding a format is one entry in ``RENDERERS``.
+Adding a format is one entry in ``RENDERERS``. A renderer's module is imported when
+the format is first rendered: the format list (``FORMATS``, shown by ``audit --help``)
+costs no import of matplotlib or jsonschema.
 """
 
 from __future__ import annotations
 
 import contextlib
+import importlib
 import os
 import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from audit_core.report_model import AuditReport
-
-from .html_report import render_html
-from .json_report import render_json
-from .junit import render_junit
-from .markdown import render_markdown
-from .sarif import render_sarif
+if TYPE_CHECKING:
+    from audit_core.report_model import AuditReport
 
 
 @dataclass(frozen=True)
@@ -33,12 +32,23 @@ class OutputFormat:
     render: Callable[[AuditReport], str]
 
 
+def _deferred(module: str, function: str) -> Callable[[AuditReport], str]:
+    """``audit_reports.<module>.<function>``, imported on the first call."""
+
+    def render(report: AuditReport) -> str:
+        renderer = getattr(importlib.import_module(f"audit_reports.{module}"), function)
+        return renderer(report)
+
+    render.__name__ = render.__qualname__ = function
+    return render
+
+
 RENDERERS: dict[str, OutputFormat] = {
-    "json": OutputFormat("report.json", render_json),
-    "html": OutputFormat("report.html", render_html),
-    "sarif": OutputFormat("report.sarif", render_sarif),
-    "junit": OutputFormat("report.junit.xml", render_junit),
-    "markdown": OutputFormat("report.md", render_markdown),
+    "json": OutputFormat("report.json", _deferred("json_report", "render_json")),
+    "html": OutputFormat("report.html", _deferred("html_report", "render_html")),
+    "sarif": OutputFormat("report.sarif", _deferred("sarif", "render_sarif")),
+    "junit": OutputFormat("report.junit.xml", _deferred("junit", "render_junit")),
+    "markdown": OutputFormat("report.md", _deferred("markdown", "render_markdown")),
 }
 """Format name -> output (``--format``). Adding a format is one line here."""
 

@@ -1,7 +1,7 @@
 """Shared fixtures: tiny models and datasets, the in-process ``audit`` runner.
 
 The plugin-author fixtures (``audit_runner``, ``audit_model_builder``,
-``audit_register_plugin``) come from ``audit_core.pytest_plugin`` through its
+``audit_register_plugin``) come from ``robustness_audit.pytest_plugin`` through its
 ``pytest11`` entry point.
 """
 
@@ -12,15 +12,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from audit_core.pytest_plugin import AuditRunner
 from audit_core.testing import mlp_onnx, random_mlp, save_dataset
+from robustness_audit.pytest_plugin import AuditRunner
 
 
 @pytest.fixture
 def run_audit(audit_runner: AuditRunner) -> AuditRunner:
     """Run ``audit ARGS`` in-process with ``tmp_path`` as working directory.
 
-    The shipped plugin-author fixture (``audit_core.pytest_plugin``): ``run.exit_code``,
+    The shipped plugin-author fixture (``robustness_audit.pytest_plugin``): ``run.exit_code``,
     ``run.stdout``, ``run.stderr``, ``run.out_dir``, ``run.report`` (dict), ``run.findings``.
     """
     return audit_runner

@@ -62,7 +62,7 @@ def test_version(run_audit) -> None:
 
 
 def test_help_documents_exit_codes(capsys) -> None:
-    from audit_core import cli
+    from robustness_audit import cli
 
     with pytest.raises(SystemExit) as exit_info:
         cli.main(["--help"])
@@ -520,7 +520,11 @@ def test_sigterm_exits_2_without_touching_the_reports(tmp_path, tiny_model) -> N
     site.mkdir()
     install_plugin(site, "slow", SLOW_PLUGIN)
     out = _previous_reports(tmp_path)
-    command = [sys.executable, "-c", "from audit_core.cli import main; raise SystemExit(main())"]
+    command = [
+        sys.executable,
+        "-c",
+        "from robustness_audit.cli import main; raise SystemExit(main())",
+    ]
     env = {**os.environ, "AUDIT_PLUGINS": "slow", "PYTHONPATH": str(site)}
     process = subprocess.Popen(
         [*command, str(tiny_model), "--out", str(out)], stderr=subprocess.PIPE, text=True, env=env

@@ -55,7 +55,7 @@ def _env(site: Path, **extra: str) -> dict[str, str]:
 
 def _audit(site: Path, *args: str, cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
     script = Path(sys.executable).with_name("audit")
-    module = "import sys; from audit_core.cli import main; sys.exit(main())"
+    module = "import sys; from robustness_audit.cli import main; sys.exit(main())"
     command = [str(script)] if script.is_file() else [sys.executable, "-c", module]
     return subprocess.run(
         [*command, *args],

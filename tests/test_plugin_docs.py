@@ -22,9 +22,10 @@ from pathlib import Path
 
 import numpy as np
 
-from audit_core import hookspecs, pytest_plugin
+from audit_core import hookspecs
 from audit_core.analysis import Requirements
 from audit_core.findings import Finding
+from robustness_audit import pytest_plugin
 
 ROOT = Path(__file__).resolve().parents[1]
 GUIDE = ROOT / "docs" / "writing-plugins.md"

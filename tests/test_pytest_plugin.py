@@ -1,4 +1,4 @@
-"""The pytest fixtures shipped for plugin authors (audit_core/pytest_plugin.py)."""
+"""The pytest fixtures shipped for plugin authors (robustness_audit/pytest_plugin.py)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from audit_core.analysis import Analysis, Requirements
 from audit_core.findings import Method, Metric, Severity, Status
 from audit_core.hookspecs import hookimpl
 from audit_core.onnx_import import load_onnx
-from audit_core.pytest_plugin import PluginRegistrar
+from robustness_audit.pytest_plugin import PluginRegistrar
 
 
 class Constant(Analysis):
@@ -47,7 +47,7 @@ PLUGIN = SimpleNamespace(audit_register_analyses=audit_register_analyses, __vers
 
 def test_fixtures_are_shipped_through_a_pytest11_entry_point() -> None:
     found = [ep for ep in metadata.entry_points(group="pytest11") if ep.name == "robustness-audit"]
-    assert [ep.value for ep in found] == ["audit_core.pytest_plugin"]
+    assert [ep.value for ep in found] == ["robustness_audit.pytest_plugin"]
     assert found[0].dist.metadata["Name"] == "robustness-audit"
 
 

@@ -26,10 +26,10 @@ import pytest
 from test_reports import PAYLOAD, hostile_report, model_info
 
 import audit_model_zoo as zoo
-from audit_core import cli
 from audit_core.plugins import PluginHost
 from audit_reports import html_report
 from audit_reports.html_report import render_html
+from robustness_audit import cli
 
 ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = ROOT / "test-artifacts"

@@ -393,7 +393,7 @@ def test_cli_writes_the_ci_formats(run_audit, tiny_model, tiny_data, monkeypatch
 
 def test_readme_ci_example_is_a_valid_command() -> None:
     """The README's "Use in CI" workflow runs a command the CLI accepts, with every format."""
-    from audit_core import cli
+    from robustness_audit import cli
 
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
     section = readme[readme.index("## Use in CI") : readme.index("## Writing a plugin")]

@@ -1,7 +1,7 @@
 """Tests of the example plugin, written with the fixtures robustness-audit ships.
 
 ``audit_model_builder``, ``audit_runner`` and ``audit_register_plugin`` come from
-``audit_core.pytest_plugin`` (a ``pytest11`` entry point): installing
+``robustness_audit.pytest_plugin`` (a ``pytest11`` entry point): installing
 robustness-audit is all it takes, no conftest.py.
 """
 

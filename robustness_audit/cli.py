@@ -13,28 +13,23 @@ import os
 import signal
 import sys
 import traceback
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, NoReturn
-
-from rich.console import Console
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from audit_core import __version__
-from audit_core.analysis import config_parameters
-from audit_core.console import ConsoleUI, QuietUI, summary_table, verdict_line
-from audit_core.errors import AuditError, ConfigError, ExitCode, UsageError
-from audit_core.exports import write_exports
-from audit_core.plugins import EXTRA_PLUGINS, PluginHost, entry_point_names
-from audit_core.runner import RunOutcome, run_audit
-from audit_core.settings import (
-    SEVERITY_LEVELS,
-    Settings,
-    build_settings,
-    core_tables,
-    find_config_file,
-    read_config,
-)
-from audit_reports.writer import FORMATS, write_reports
+from audit_core.errors import AuditError, ConfigError, ExitCode
+from audit_core.settings import SEVERITY_LEVELS, Settings, find_config_file
+from robustness_audit.session import plugin_host, settings_from, with_tables, write_outputs
+
+if TYPE_CHECKING:  # the rest loads where it is used: --version, --help, `plugins` and
+    # usage errors never import torch, onnx or the renderers
+    from audit_core.plugins import PluginHost
+    from audit_core.runner import RunOutcome
+
+THREADS_ENV = "OMP_NUM_THREADS"
+"""Set it to give torch that many intra-op threads (default here: 1; see ``_torch_threads``)."""
 
 EXIT_CODES_HELP = """exit codes:
   0  every analysis ran; nothing failed at or above --fail-on
@@ -47,6 +42,11 @@ EXIT_CODES_HELP = """exit codes:
 other commands:
   audit plugins [--json]   list installed plugins, their versions, hooks and analyses, and
                            every config key (analysis tables and the run-wide [attacks])
+
+environment:
+  AUDIT_PLUGINS=A,B        load only these plugins (empty: none)
+  OMP_NUM_THREADS=N        torch intra-op threads (default 1: small tensors, shared CPUs)
+  AUDIT_DEBUG=1            a traceback with internal errors
 """
 
 
@@ -58,6 +58,8 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _audit_parser() -> _Parser:
+    from audit_reports.writer import FORMATS  # the format registry only, no renderer
+
     parser = _Parser(
         prog="audit",
         description="Robustness audit of ONNX models: certificates, attacks, transfer "
@@ -180,12 +182,18 @@ def _plugins_command(argv: list[str]) -> ExitCode:
     args = parser.parse_args(argv)
     host = _host(args.plugin_flags)
     infos = host.plugin_infos()
+    from audit_core.settings import core_tables
+
     tables = core_tables()
     if args.json:
         core = {t: [_parameter_dict(p) for p in params] for t, params in tables.items()}
         plugins = [_plugin_dict(info, host) for info in infos]
         print(json.dumps({"core": core, "plugins": plugins}, indent=2))
         return ExitCode.OK
+    from rich.console import Console
+
+    from audit_core.analysis import config_parameters
+
     console = Console()
     console.print(f"[bold]core[/] {__version__} (run-wide tables)", highlight=False)
     for table, params in tables.items():
@@ -219,6 +227,8 @@ def _plugin_dict(info: Any, host: PluginHost) -> dict[str, Any]:
 
 
 def _analysis_dict(analysis: Any) -> dict[str, Any]:
+    from audit_core.analysis import config_parameters
+
     return {
         "name": analysis.name,
         "title": analysis.title,
@@ -245,21 +255,13 @@ def _shown(value: Any) -> str:
 
 
 def _host(plugin_flags: list[str] | None) -> PluginHost:
+    """The plugin host, without the plugins ``-p no:NAME`` blocks."""
     blocked = []
     for flag in plugin_flags or []:
         if not flag.startswith("no:") or len(flag) <= 3:
             raise ConfigError(f"-p expects no:NAME, got {flag!r}")
         blocked.append(flag[3:])
-    known = entry_point_names() | set(EXTRA_PLUGINS)
-    unknown = [name for name in blocked if name not in known]
-    if unknown:
-        raise ConfigError(
-            f"-p no:{unknown[0]}: no installed plugin of that name "
-            f"(installed: {', '.join(sorted(known)) or 'none'})"
-        )
-    host = PluginHost()
-    host.load_entry_points(blocked)
-    return host
+    return plugin_host(blocked, option="-p no:")
 
 
 # ------------------------------------------------------------------ audit
@@ -269,23 +271,40 @@ def _audit_command(argv: list[str]) -> ExitCode:
     args = _audit_parser().parse_args(argv)
     settings = resolve_settings(args, Path.cwd())
     host = _host(args.plugin_flags)
+    from audit_core.console import ConsoleUI, QuietUI
+    from audit_core.runner import run_audit
+
     ui = QuietUI() if settings.quiet else ConsoleUI()
-    with ui:
+    with ui, _torch_threads():
         outcome = run_audit(settings, host, ui, ("audit", *argv))
-    try:
-        written = write_reports(outcome.report, settings.out, settings.format)
-        if settings.export:
-            written += write_exports(outcome.exports, settings.export)
-    except OSError as error:
-        raise UsageError(
-            f"cannot write to {error.filename or settings.out}: {error.strerror}"
-        ) from error
+    written = write_outputs(outcome, settings.out, settings.format, settings.export)
     host.hook.audit_run_finished(report=outcome.report, out_dir=Path(settings.out))
     if not settings.quiet:
         _print_summary(outcome, written)
     if outcome.exit_code is ExitCode.NOTHING_ANALYSED:
         _error_line(_nothing_analysed(outcome))
     return outcome.exit_code
+
+
+@contextmanager
+def _torch_threads() -> Iterator[None]:
+    """torch on one intra-op thread during the run, unless ``OMP_NUM_THREADS`` is set.
+
+    The audit's tensors are small batches of small models: extra intra-op threads save
+    nothing, and on a CPU shared with other work they wait for each other at every op (the
+    README audit's attacks took 8-18 s instead of about 1 s at a load of 5 on 2 cores).
+    """
+    if os.environ.get(THREADS_ENV):
+        yield
+        return
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def _nothing_analysed(outcome: RunOutcome) -> str:
@@ -298,45 +317,32 @@ def _nothing_analysed(outcome: RunOutcome) -> str:
 def resolve_settings(args: argparse.Namespace, cwd: Path) -> Settings:
     """Merge the config file and the command line (the command line wins)."""
     config_path = find_config_file(args.config, cwd)
-    file_options, tables = read_config(config_path)
-    where = {key: f"{config_path}: {key}" for key in file_options}
-    build_settings(file_options, where)  # the file is checked even where the command line wins
     cli_options = {
         key.replace("_", "-"): value
         for key, value in vars(args).items()
         if value is not None and key not in ("config", "options", "plugin_flags")
     }
-    options = {**file_options, **cli_options}
-    for key in cli_options:
-        where[key] = f"--{key}"
-    settings = build_settings(options, where)
-    for option, folder in (("--out", settings.out), ("--export", settings.export)):
-        if folder and Path(folder).exists() and not Path(folder).is_dir():
-            raise ConfigError(f"{option} {folder}: exists and is not a directory")
-    unknown_formats = [f for f in settings.format if f not in FORMATS]
-    if unknown_formats:
-        raise ConfigError(
-            f"--format: unknown format {unknown_formats[0]!r} (known: {', '.join(FORMATS)})"
-        )
-    return _with_analysis_options(settings, tables, args.options or [], config_path)
+    settings = settings_from(cli_options, config_path, lambda key: f"--{key}")
+    return with_tables(settings, _analysis_options(args.options or []))
 
 
-def _with_analysis_options(
-    settings: Settings, tables: dict[str, dict[str, Any]], overrides: list[str], path: Path | None
-) -> Settings:
-    merged = {name: dict(values) for name, values in tables.items()}
+def _analysis_options(overrides: list[str]) -> dict[str, dict[str, str]]:
+    """``-o ANALYSIS.KEY=VALUE`` items as tables (values stay strings, typed by the core)."""
+    tables: dict[str, dict[str, str]] = {}
     for item in overrides:
         key, sep, value = item.partition("=")
         analysis, dot, option = key.partition(".")
         if not sep or not dot or not analysis or not option:
             raise ConfigError(f"-o expects ANALYSIS.KEY=VALUE, got {item!r}")
-        merged.setdefault(analysis, {})[option] = value
-    from dataclasses import replace
-
-    return replace(settings, analysis_options=merged, config_file=str(path) if path else None)
+        tables.setdefault(analysis, {})[option] = value
+    return tables
 
 
 def _print_summary(outcome: RunOutcome, written: list[Path]) -> None:
+    from rich.console import Console
+
+    from audit_core.console import summary_table, verdict_line
+
     console = Console()
     report = outcome.report
     if report.findings:

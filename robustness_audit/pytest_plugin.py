@@ -142,7 +142,7 @@ class AuditResult:
 
 
 class AuditRunner:
-    """Calls ``audit_core.cli.main`` in-process and captures what it prints."""
+    """Calls ``robustness_audit.cli.main`` in-process and captures what it prints."""
 
     def __init__(
         self, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, cwd: Path
@@ -154,8 +154,8 @@ class AuditRunner:
     ) -> AuditResult:
         """Run ``audit ARGS`` (``--out OUT`` added unless given; ``plugins``: the entry-point
         plugins allowed to load, as ``AUDIT_PLUGINS``; None: all installed)."""
-        from audit_core import cli
         from audit_core.plugins import PLUGINS_ENV
+        from robustness_audit import cli
 
         argv = [os.fspath(a) for a in args]
         if "--out" in argv[:-1]:
