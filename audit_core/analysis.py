@@ -16,13 +16,9 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 import numpy as np
 
-<<<<<<< HEAD
 from audit_core.attack_budget import ATTACK_KEYS, ATTACKS_TABLE
 from audit_core.config import Parameter, build_table, table_parameters
 from audit_core.config import check_config as check_config  # re-exported for plugins
-from audit_core.data import AuditData
-=======
->>>>>>> cli-api
 from audit_core.errors import ConfigError
 from audit_core.findings import (
     RUN_WIDE,
@@ -37,16 +33,12 @@ from audit_core.findings import (
 )
 from audit_core.settings import Settings
 
-<<<<<<< HEAD
-if TYPE_CHECKING:
-    from audit_core.attack_service import AttackService
-=======
 if TYPE_CHECKING:  # type-only: listing plugins (``audit plugins``) must not import torch
     import torch
 
+    from audit_core.attack_service import AttackService
     from audit_core.data import AuditData
     from audit_core.model import AuditedModel
->>>>>>> cli-api
 
 NAME_PATTERN = re.compile(r"^[a-z][a-z0-9]*(-[a-z0-9]+)*$")
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from graphs import hardsigmoid_mlp, leaky_mlp, padded_maxpool_cnn, prelu_clip_cnn
 
 import audit_model_zoo as zoo
 from audit_core.bounds.input_set import InputSet
@@ -16,6 +15,7 @@ from audit_core.bounds.propagation import BoundPropagation
 from audit_core.bounds.verify import Verifier, margin_specs
 from audit_core.errors import NotApplicable
 from audit_core.onnx_import import load_onnx
+from graphs import hardsigmoid_mlp, leaky_mlp, padded_maxpool_cnn, prelu_clip_cnn
 from helpers import corpus
 
 MODELS = {

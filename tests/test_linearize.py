@@ -5,12 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from graphs import hardsigmoid_mlp, leaky_mlp, padded_maxpool_cnn, prelu_clip_cnn
 
 import audit_model_zoo as zoo
 from audit_core.errors import NotApplicable
 from audit_core.linearize import decision_distances, linearize
 from audit_core.onnx_import import load_onnx
+from graphs import hardsigmoid_mlp, leaky_mlp, padded_maxpool_cnn, prelu_clip_cnn
 from helpers import corpus
 
 MODELS = {
