@@ -34,6 +34,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from audit_core.bounds.ascent import Ascent
 from audit_core.bounds.input_set import InputSet
 from audit_core.bounds.propagation import Relaxations, Splits
 from audit_core.bounds.verify import Verifier, default_alpha, inflated, margin_specs
@@ -49,10 +50,13 @@ misclassifies the point (the search's counterexamples must pass it)."""
 
 @dataclass(frozen=True)
 class SearchBudget:
-    """Limits of one search. ``seconds``: wall clock; ``max_domains``: live subdomains
-    kept (memory); ``batch``: subdomains split per step; ``iterations``: alpha/beta steps
-    per bound (``root_iterations`` at the root)."""
+    """Limits of one search. ``branches``: subdomains bounded (the deterministic limit:
+    the same search on the same machine always gives the same answer); ``seconds``: wall
+    clock cap; ``max_domains``: live subdomains kept (memory); ``batch``: subdomains split
+    per step; ``iterations``: alpha/beta steps per bound (``root_iterations`` at the
+    root)."""
 
+    branches: int = 100_000
     seconds: float = 1.0
     max_domains: int = 20_000
     batch: int = 64
@@ -73,6 +77,8 @@ class SearchOutcome:
     branches: int
     seconds: float
     counterexample: np.ndarray | None = None
+    timed_out: bool = False
+    """True when the wall-clock cap, not the branch budget, ended an undecided search."""
 
 
 @dataclass(frozen=True)
@@ -124,7 +130,8 @@ class BranchAndBound:
         run = _Run(self, inputs, exact, label, budget, deadline)
         verdict, margin, point = run.decide()
         seconds = time.perf_counter() - clock
-        return SearchOutcome(verdict, margin, run.branches, seconds, point)
+        timed_out = verdict == UNDECIDED and run.timed_out
+        return SearchOutcome(verdict, margin, run.branches, seconds, point, timed_out)
 
 
 class _Run:
@@ -143,6 +150,7 @@ class _Run:
         self.inputs, self.exact, self.label = inputs, exact, label
         self.budget, self.deadline = budget, deadline
         self.branches = 0
+        self.timed_out = False
 
     def decide(self) -> tuple[int, float, np.ndarray | None]:
         labels = torch.tensor([self.label])
@@ -174,7 +182,9 @@ class _Run:
         pool.add(result.keep(result.lower <= self.slack))
         stuck_margin = float("inf")
         while len(pool):
-            if time.perf_counter() > self.deadline or len(pool) > self.budget.max_domains:
+            spent = self.branches >= self.budget.branches or len(pool) > self.budget.max_domains
+            self.timed_out = not spent and time.perf_counter() > self.deadline
+            if spent or self.timed_out:
                 low = min(float(pool.lower.min()), stuck_margin + self.slack)
                 return UNDECIDED, low - self.slack, None
             parents = pool.take(pool.lowest(self.budget.batch))
@@ -271,10 +281,10 @@ class _Run:
         }
         masks = {i: (splits.side[i] != 0).to(torch.float64).unsqueeze(1) for i in betas}
         best = torch.full((count,), -float("inf"), dtype=torch.float64)
-        optimizer = torch.optim.Adam(
+        ascent = Ascent(
             [
-                {"params": list(alphas.values()), "lr": self.budget.alpha_rate},
-                {"params": list(betas.values()), "lr": self.budget.beta_rate},
+                (list(alphas.values()), self.budget.alpha_rate, 0.0, 1.0),
+                (list(betas.values()), self.budget.beta_rate, 0.0, None),
             ]
         )
         for step in range(iterations + 1):
@@ -289,14 +299,7 @@ class _Run:
             best = torch.maximum(best, lower.detach())
             if last:
                 break
-            optimizer.zero_grad()
-            (-lower.sum()).backward()
-            optimizer.step()
-            with torch.no_grad():
-                for alpha in alphas.values():
-                    alpha.clamp_(0.0, 1.0)
-                for beta in betas.values():
-                    beta.clamp_(min=0.0)
+            ascent.ascend(lower.sum())
         result = dict(domains)
         result["lower"] = best
         for i, alpha in alphas.items():

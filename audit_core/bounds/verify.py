@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import torch
 
+from audit_core.bounds.ascent import Ascent
 from audit_core.bounds.input_set import InputSet
 from audit_core.bounds.propagation import BoundPropagation, Relaxations
 from audit_core.layers import Bounds, ElementwisePiecewiseLinear
@@ -117,15 +118,15 @@ class Verifier:
         specs = self.specs(labels)
         alphas = self.initial_alphas(bounds, specs.shape[1])
         best = torch.full(specs.shape[:2], -float("inf"), dtype=torch.float64)
-        optimizer = torch.optim.Adam(list(alphas.values()), lr=learning_rate) if alphas else None
+        ascent = Ascent([(list(alphas.values()), learning_rate, 0.0, 1.0)]) if alphas else None
         for step in range(iterations + 1):
-            last = step == iterations or optimizer is None
+            last = step == iterations or ascent is None
             with torch.set_grad_enabled(not last):
                 lower = self.bp.lower_bound(self.output, specs, inputs, bounds, Relaxations(alphas))
             best = torch.maximum(best, lower.detach())
             if last:
                 break
-            _ascend(optimizer, lower, alphas)
+            ascent.ascend(lower.sum())
         return self._split(best, specs.shape[1])
 
     def optimized_bounds(
@@ -147,7 +148,7 @@ class Verifier:
         specs = self.specs(labels)
         outer = self.initial_alphas(start, specs.shape[1])
         params = [a for group in inner.values() for a in group.values()] + list(outer.values())
-        optimizer = torch.optim.Adam(params, lr=learning_rate) if params else None
+        ascent = Ascent([(params, learning_rate, 0.0, 1.0)]) if params else None
         # the refined neurons float free (intersecting them with CROWN's bounds would stop
         # their gradient after the first step); the others keep CROWN's bounds
         free = {
@@ -159,7 +160,7 @@ class Verifier:
         best_bounds = dict(start)
         best = torch.full(specs.shape[:2], -float("inf"), dtype=torch.float64)
         for step in range(iterations + 1):
-            last = step == iterations or optimizer is None
+            last = step == iterations or ascent is None
             with torch.set_grad_enabled(not last):
                 relax = {p: Relaxations(group) for p, group in inner.items()}
                 bounds = bp.intermediate(inputs, known=free, relaxations=relax, masks=masks)
@@ -174,11 +175,7 @@ class Verifier:
             }
             if last:
                 break
-            _ascend(
-                optimizer,
-                lower,
-                {**outer, **{(p, i): a for p, group in inner.items() for i, a in group.items()}},
-            )
+            ascent.ascend(lower.sum())
         return best_bounds, self._split(best, specs.shape[1])
 
     def _inner_alphas(
@@ -225,13 +222,3 @@ def default_alpha(layer: ElementwisePiecewiseLinear, low: Tensor, high: Tensor) 
     span = largest - smallest
     start = layer.default_lower_slope(low, high)
     return torch.where(span > 0, (start - smallest) / torch.where(span > 0, span, 1.0), 0.0)
-
-
-def _ascend(optimizer: torch.optim.Optimizer, lower: Tensor, alphas: dict[int, Tensor]) -> None:
-    """One projected gradient-ascent step on the sum of the bounds."""
-    optimizer.zero_grad()
-    (-lower.sum()).backward()
-    optimizer.step()
-    with torch.no_grad():
-        for alpha in alphas.values():
-            alpha.clamp_(0.0, 1.0)

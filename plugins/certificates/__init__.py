@@ -68,14 +68,16 @@ class CertificatesConfig:
     bound_propagation: bool = True
     """Compute the bound-propagation radius (CROWN, then alpha-CROWN) and run the search."""
     effort: str = "quick"
-    """Budget preset: ``quick`` (CROWN radii within 10 s, searches of 0.25 s for the
-    verdicts, 2 s for all: an audit stays fast) or ``thorough`` (optimised slopes, 60 s per
-    search, no total limit, and searches that close the gap to the attack distance: for a
-    release review). The keys below override it when set."""
+    """Budget preset: ``quick`` (CROWN radii, searches of 400 subdomains for the verdicts:
+    an audit stays fast) or ``thorough`` (optimised slopes, searches of up to 60 s with no
+    total limit, and searches that close the gap to the attack distance: for a release
+    review). The keys below override it when set."""
     search: bool = True
     """Run the complete search (branch and bound) on the samples no radius or attack settles."""
+    search_branches: int = 0
+    """Subdomains one search may bound (0: from ``effort``): the deterministic budget."""
     search_seconds: float = 0.0
-    """Wall-clock budget of one search in seconds (0: from ``effort``)."""
+    """Wall-clock cap of one search in seconds (0: from ``effort``)."""
     search_total_seconds: float = 0.0
     """Wall-clock budget of all searches of the analysis (0: from ``effort``)."""
     propagation_seconds: float = 0.0
@@ -97,6 +99,7 @@ class CertificatesConfig:
                 "logit_tolerance": 0,
                 "worst_examples": 0,
                 "runtime_points": 0,
+                "search_branches": 0,
                 "search_seconds": 0,
                 "search_total_seconds": 0,
                 "propagation_seconds": 0,

@@ -604,12 +604,19 @@ def search_finding(ctx: AuditContext, r: CertificateResults) -> Finding:
         f"{search.seconds_per_search:.2g} s per search); exact radius (within "
         f"{ctx.config.exact_tolerance:.1%} of the attack distance) for {exact:.1%} of the "
         "correctly classified samples."
+        + (
+            f" {search.timed_out} search(es) stopped at a wall-clock cap: those verdicts "
+            "depend on the machine's speed."
+            if search.timed_out
+            else ""
+        )
     )
     metrics = [
         Metric("searches", search.searches, "searches"),
         Metric("subdomains", search.branches, "subdomains"),
         Metric("seconds", search.seconds, "s", "all searches"),
         Metric("seconds_per_search", search.seconds_per_search, "s"),
+        Metric("timed_out", search.timed_out, "searches", "stopped by a wall-clock cap"),
         Metric("exact_fraction", exact, "fraction", "radius within the tolerance of the attack"),
         Metric("counterexamples", len(search.counterexamples), "samples x eps"),
         *(
