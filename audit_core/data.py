@@ -42,7 +42,8 @@ class AuditData:
 
     ``indices`` are the positions of the samples in the source file (after
     ``--samples`` subsampling). ``labels_from`` says whether ``y`` came from the
-    file or from the model's own predictions.
+    file or from the model's own predictions. ``clipped``: values that lay outside the
+    bounds by float noise (``BOUNDS_TOLERANCE``) and were clipped to them.
     """
 
     x: np.ndarray
@@ -55,6 +56,7 @@ class AuditData:
     labels_from: str = "file"
     bounds_source: str = "data"
     image_shape: tuple[int, ...] | None = None
+    clipped: int = 0
 
     def __len__(self) -> int:
         return len(self.x)
@@ -143,6 +145,11 @@ def _read_npz(path: Path) -> RawData:
     return raw_from_arrays(arrays, str(path))
 
 
+BOUNDS_TOLERANCE = 1e-6
+"""Samples may exceed the input bounds by this fraction of their range (float noise such as
+the -1.9e-9 background pixels of exported MNIST images): such values are clipped to the
+bounds, and the report says how many. Anything further out is a usage error (exit 4)."""
+
 DATA_KEYS = ("x", "y", "class_names", "lower", "upper", "image_shape")
 """The arrays an .npz data file (or a mapping given to the Python API) may hold."""
 
@@ -225,6 +232,7 @@ def validate(
         predicted_labels = graph.predict(x)
     y = _labels(raw, len(x), graph.num_classes, predicted_labels)
     lower, upper, bounds_source = _bounds(raw, x, bounds)
+    x, clipped = _clip_noise(x, lower, upper)
     names = raw.class_names
     if names and len(names) != graph.num_classes:
         raise DataError(
@@ -241,6 +249,7 @@ def validate(
         labels_from="file" if raw.y is not None else "model predictions",
         bounds_source=bounds_source,
         image_shape=raw.image_shape,
+        clipped=clipped,
     )
 
 
@@ -301,12 +310,21 @@ def _bounds(
         lower, upper, source = float(x.min()), float(x.max()), "data"
     if not (np.isfinite(lower) and np.isfinite(upper)) or lower >= upper:
         raise DataError(f"{raw.source}: invalid input bounds [{lower}, {upper}]")
-    if source != "data" and (x.min() < lower - 1e-9 or x.max() > upper + 1e-9):
+    slack = BOUNDS_TOLERANCE * (upper - lower)
+    if source != "data" and (x.min() < lower - slack or x.max() > upper + slack):
         raise DataError(
             f"{raw.source}: samples lie outside the input bounds [{lower:g}, {upper:g}] "
-            f"(data range [{x.min():g}, {x.max():g}])"
+            f"(data range [{x.min():g}, {x.max():g}]; values within {BOUNDS_TOLERANCE:g} of "
+            "the range are clipped, these are further out)"
         )
     return lower, upper, source
+
+
+def _clip_noise(x: np.ndarray, lower: float, upper: float) -> tuple[np.ndarray, int]:
+    """``x`` clipped into the bounds (only float noise is left outside them by
+    ``_bounds``), and how many values moved."""
+    outside = int(np.count_nonzero((x < lower) | (x > upper)))
+    return (np.clip(x, lower, upper) if outside else x), outside
 
 
 def subsample(data: AuditData, count: int | None, rng: np.random.Generator) -> AuditData:

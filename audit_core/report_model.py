@@ -48,6 +48,8 @@ class DataInfo:
     bounds_source: str = "data"
     labels_from: str = "file"
     """``file`` or ``model predictions`` (no labels given: accuracy is not measured)."""
+    clipped_values: int = 0
+    """Sample values outside the bounds by float noise, clipped to them."""
 
     @property
     def labels_note(self) -> str:

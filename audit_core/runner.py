@@ -385,6 +385,7 @@ def _data_info(data: AuditData | None) -> DataInfo | None:
         class_names=data.class_names,
         bounds_source=data.bounds_source,
         labels_from=data.labels_from,
+        clipped_values=data.clipped,
     )
 
 

@@ -585,7 +585,13 @@ def _data_html(data: DataInfo | None) -> str:
             ("sample shape", esc(_shape(data.sample_shape))),
             (
                 "input bounds",
-                f"[{fmt(data.lower)}, {fmt(data.upper)}] (from {esc(data.bounds_source)})",
+                f"[{fmt(data.lower)}, {fmt(data.upper)}] (from {esc(data.bounds_source)})"
+                + (
+                    f"; {fmt(data.clipped_values)} sample values lay outside them by float "
+                    "noise and were clipped"
+                    if data.clipped_values
+                    else ""
+                ),
             ),
             ("class names", classes),
             ("labels", esc(data.labels_note or "from the data file")),

@@ -105,3 +105,21 @@ def test_subsample_is_seeded_and_keeps_file_order(mlp_graph) -> None:
     assert (np.diff(first.indices) > 0).all()
     np.testing.assert_array_equal(first.x, data.x[first.indices])
     assert subsample(data, 10_000, np.random.default_rng(0)) is data
+
+
+def test_float_noise_outside_the_bounds_is_clipped_and_counted(tmp_path) -> None:
+    """The corpus MNIST samples have background pixels of -1.86e-9: with bounds [0, 1]
+    they are clipped to 0 (and counted); values further out stay a data error."""
+    from audit_core.data import BOUNDS_TOLERANCE, RawData, validate
+    from audit_core.onnx_import import load_onnx
+    from helpers import corpus
+
+    graph = load_onnx(corpus("mnistfc/mnist-net_256x2.onnx")).graph
+    x = np.load(corpus("mnistfc/mnist_samples.npz"))["x"][:4].astype(np.float64)
+    assert x.min() < 0
+    data = validate(RawData(x=x, y=None, source="mnist"), graph, bounds=(0.0, 1.0))
+    assert data.x.min() == 0.0 and data.clipped == int(np.count_nonzero(x < 0))
+    far = x.copy()
+    far[0, 0] = -2 * BOUNDS_TOLERANCE
+    with pytest.raises(DataError, match="outside the input bounds"):
+        validate(RawData(x=far, y=None, source="mnist"), graph, bounds=(0.0, 1.0))
