@@ -88,6 +88,12 @@ class CertificatesConfig:
     """Further halvings with optimised slopes (alpha-CROWN) above the CROWN radius."""
     alpha_iterations: int = -1
     """Gradient steps of each alpha-CROWN bound (-1: from ``effort``; 0: CROWN only)."""
+    root_iterations: int = -1
+    """alpha-CROWN steps on a search's root bounds (intermediate slopes included; -1: from
+    ``effort``: 0 quick, 20 thorough)."""
+    exact_search: str = "auto"
+    """``on``: after the verdicts, search at ``(1 - exact_tolerance) x`` the attack distance
+    to prove exact radii; ``off``: never; ``auto``: as ``effort`` says (thorough: on)."""
     exact_tolerance: float = 1e-3
     """A radius within this fraction of a verified attack distance is reported as exact;
     the search tries to prove the radius ``(1 - exact_tolerance) x`` the attack distance."""
@@ -106,9 +112,10 @@ class CertificatesConfig:
                 "propagation_steps": 0,
                 "alpha_steps": 0,
                 "alpha_iterations": -1,
+                "root_iterations": -1,
             },
             fractions=("exact_tolerance",),
-            choices={"effort": ("quick", "thorough")},
+            choices={"effort": ("quick", "thorough"), "exact_search": ("auto", "on", "off")},
         )
 
 

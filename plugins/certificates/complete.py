@@ -60,10 +60,15 @@ says so)."""
 
 
 def budgets(config) -> Budgets:
-    """The effort preset with the explicitly set keys (non-zero, alpha >= 0) over it."""
+    """The effort preset with the explicitly set keys (non-zero; -1 / "auto": unset) over it."""
     preset = EFFORT[config.effort]
+    exact = {"auto": preset.exact, "on": True, "off": False}[config.exact_search]
     return dataclasses.replace(
         preset,
+        exact=exact,
+        root_iterations=(
+            preset.root_iterations if config.root_iterations < 0 else config.root_iterations
+        ),
         search_branches=config.search_branches or preset.search_branches,
         search_seconds=config.search_seconds or preset.search_seconds,
         search_total=config.search_total_seconds or preset.search_total,

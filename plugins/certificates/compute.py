@@ -81,6 +81,32 @@ class CertificateResults:
     best: np.ndarray | None = None
     verdict: np.ndarray | None = None
     propagation_reason: str = ""
+    attack_points: tuple[MinimalAdversarial, ...] = ()
+    """The run's searches whose points back the attack distances (l2; linf under --norm
+    linf)."""
+
+    def witnesses(self, data, eps: tuple[float, ...]) -> np.ndarray:
+        """``(E, N, *input)``: for every proven non-robust verdict a point within eps that
+        the deployed model misclassifies (the sample itself when it is misclassified, a
+        search counterexample, or an attack point); NaN elsewhere."""
+        out = np.full((len(eps), *data.x.shape), np.nan)
+        for e, at in enumerate(eps):
+            for n in np.flatnonzero(self.verdict[e] == -1):
+                out[e, n] = self._witness(data, e, int(n), at)
+        return out
+
+    def _witness(self, data, e: int, n: int, eps: float) -> np.ndarray:
+        if not self.correct[n]:
+            return data.x[n]
+        if self.search is not None and (e, n) in self.search.counterexamples:
+            return self.search.counterexamples[e, n].reshape(data.x.shape[1:])
+        for found in self.attack_points:
+            if (
+                found.found[n]
+                and numpy_distance(found.x_adv[n : n + 1], data.x[n : n + 1], self.norm)[0] <= eps
+            ):
+                return found.x_adv[n]
+        return np.full(data.x.shape[1:], np.nan)
 
     @property
     def certified_linf(self) -> np.ndarray:
@@ -133,10 +159,12 @@ def compute(ctx: AuditContext) -> CertificateResults:
     ctx.progress.note("l2 minimal-norm attack")
     attack = ctx.attacks.minimal("l2", ctx.progress_callback())  # the run's one l2 search
     attack_linf = np.where(attack.found, numpy_distance(attack.x_adv, data.x, "linf"), np.inf)
+    points = [attack]
     if ctx.norm == "linf":  # judged in linf: the run's linf search (attack-bound's) too
         ctx.progress.note("linf minimal-norm attack")
         linf = ctx.attacks.minimal("linf", ctx.progress_callback())
         attack_linf = np.minimum(attack_linf, linf.distance)
+        points.append(linf)
     base = CertificateResults(
         simplex=simplex,
         decision_boundary=db,
@@ -150,6 +178,7 @@ def compute(ctx: AuditContext) -> CertificateResults:
         dimension=ctx.model.graph.input_size,
         runtime=runtime,
         norm=ctx.norm,
+        attack_points=tuple(points),
     )
     return _beyond_theorems(ctx, lin, base)
 
@@ -338,7 +367,9 @@ def export(ctx: AuditContext, name: str, r: CertificateResults) -> None:
 
     Radii of the theorems are l2 (``certified_radius`` their maximum); ``bp_radius``,
     ``search_radius`` and ``best_radius`` are in the run's norm (NaN when the method did not
-    run); ``verdict`` ``(eps, samples)``: 1 certified, -1 proven non-robust, 0 undecided."""
+    run); ``verdict`` ``(eps, samples)``: 1 certified, -1 proven non-robust, 0 undecided;
+    ``witness`` ``(eps, samples, *input)``: the misclassified point behind each -1 (NaN
+    elsewhere)."""
     n = len(ctx.data)
     missing = np.full(n, np.nan)
     db = r.decision_boundary if r.decision_boundary is not None else missing
@@ -359,6 +390,7 @@ def export(ctx: AuditContext, name: str, r: CertificateResults) -> None:
         best_radius=r.best,
         eps=np.asarray(ctx.eps, dtype=np.float64),
         verdict=r.verdict,
+        witness=r.witnesses(ctx.data, ctx.eps),
         attack_distance=r.attack.distance,
         attack_linf_distance=r.attack_linf,
         ratio=r.ratio,
