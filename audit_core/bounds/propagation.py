@@ -299,7 +299,7 @@ class BoundPropagation:
         relax = relax or Relaxations()
         batch, count = specs.shape[:2]
         pending: dict[int, Tensor] = {start: specs}
-        bias = torch.zeros((batch, count), dtype=torch.float64)
+        bias = torch.zeros((batch, count), dtype=specs.dtype)
         for index in range(start, 0, -1):
             coefficients = pending.pop(index, None)
             if coefficients is None:
@@ -314,7 +314,8 @@ class BoundPropagation:
                 flat = coefficients.reshape(batch * count, *self.shapes[index])
                 parts = node.layer.adjoint(flat, shapes)
                 if index in self.offsets:
-                    bias = bias + coefficients.flatten(2) @ self.offsets[index].reshape(-1)
+                    offset = self.offsets[index].reshape(-1).to(coefficients.dtype)
+                    bias = bias + coefficients.flatten(2) @ offset
                 for source, part in zip(node.inputs, parts, strict=True):
                     _accumulate(pending, source, part.reshape(batch, count, *self.shapes[source]))
             else:
@@ -327,7 +328,7 @@ class BoundPropagation:
                 _accumulate(pending, source, weights)
         weights = pending.get(0)
         if weights is None:
-            weights = torch.zeros((batch, count, *self.shapes[0]), dtype=torch.float64)
+            weights = torch.zeros((batch, count, *self.shapes[0]), dtype=specs.dtype)
         return weights.reshape(batch, count, -1), bias
 
 

@@ -259,7 +259,45 @@ class _Run:
 
     # ------------------------------------------------------------ bounding
     def _bound(self, spec: Tensor, domains: dict[str, Tensor], iterations: int) -> _Bounded:
+        """Bounds of a batch of subdomains: first with the inherited alphas and betas; the
+        subdomains that this leaves open get ``iterations`` steps of projected gradient
+        ascent (in float32: any alpha in [0, 1] and beta >= 0 give a valid bound), then a
+        float64 bound with the result (the one that counts), their branching scores and
+        the cheap attack."""
         count = len(domains["lower"])
+        problem = self._problem(spec, domains, count)
+        alphas, betas = self._parameters(domains, problem)
+        with torch.no_grad():
+            first, _ = self._evaluate(problem, alphas, betas)
+        result = dict(domains)
+        result["lower"] = first
+        for item in self.owner.branchable:
+            result[f"score{item.node}"] = torch.full_like(domains[f"score{item.node}"], -np.inf)
+        rows = (first <= self.slack).nonzero()[:, 0]
+        if not len(rows):
+            return _Bounded(result, None)
+        sub = problem.take(rows)
+        alphas = {i: a[rows] for i, a in alphas.items()}
+        betas = {i: b[rows] for i, b in betas.items()}
+        if iterations:
+            alphas, betas = self._optimize(sub, alphas, betas, iterations)
+        record: dict[int, Tensor] = {}
+        with torch.no_grad():
+            lower, weights = self._evaluate(sub, alphas, betas, record)
+        result["lower"] = first.clone()
+        result["lower"][rows] = torch.maximum(first[rows], lower)
+        for i, alpha in alphas.items():
+            result[f"alpha{i}"] = result[f"alpha{i}"].clone()
+            result[f"alpha{i}"][rows] = alpha[:, 0].float()
+        for i, beta in betas.items():
+            result[f"beta{i}"] = result[f"beta{i}"].clone()
+            result[f"beta{i}"][rows] = (beta * sub.masks[i])[:, 0].float()
+        for item in self.owner.branchable:
+            result[f"score{item.node}"][rows] = self._scores(item, record, sub.bounds, sub.splits)
+        return _Bounded(result, self._attack(weights, sub.specs))
+
+    def _problem(self, spec: Tensor, domains: dict[str, Tensor], count: int) -> _Problem:
+        """The subdomains as bound-propagation inputs (float64)."""
         inputs = self.inputs.repeat(torch.zeros(count, dtype=torch.long))
         splits = Splits()
         bounds: dict[int, Bounds] = {}
@@ -270,46 +308,58 @@ class _Run:
             splits.side[item.node] = side
             splits.kink[item.node] = torch.full_like(side, item.kink)
             bounds[item.node] = splits.apply(item.node, bounds[item.node])
+        masks = {i: (splits.side[i] != 0).to(torch.float64).unsqueeze(1) for i in splits.side}
         specs = spec.expand(count, *spec.shape[1:])
-        alphas = self._alphas(domains, bounds)
+        return _Problem(inputs, bounds, splits, specs, masks)
+
+    def _parameters(
+        self, domains: dict[str, Tensor], problem: _Problem
+    ) -> tuple[dict[int, Tensor], dict[int, Tensor]]:
+        alphas = self._alphas(domains, problem.bounds)
         betas = {
-            item.node: domains[f"beta{item.node}"]
-            .to(torch.float64)
-            .unsqueeze(1)
-            .requires_grad_(True)
+            item.node: domains[f"beta{item.node}"].to(torch.float64).unsqueeze(1)
             for item in self.owner.branchable
         }
-        masks = {i: (splits.side[i] != 0).to(torch.float64).unsqueeze(1) for i in betas}
-        best = torch.full((count,), -float("inf"), dtype=torch.float64)
+        return alphas, betas
+
+    def _evaluate(
+        self,
+        problem: _Problem,
+        alphas: dict[int, Tensor],
+        betas: dict[int, Tensor],
+        record: dict[int, Tensor] | None = None,
+    ) -> tuple[Tensor, Tensor]:
+        """The bound of each subdomain and the linear bound's input coefficients."""
+        relax = Relaxations(alphas, {i: betas[i] * problem.masks[i] for i in betas})
+        weights, bias = self.bp.backward(
+            len(self.bp.nodes) - 1, problem.specs, problem.bounds, relax, problem.splits, record
+        )
+        return (problem.inputs.minimum(weights) + bias)[:, 0], weights
+
+    def _optimize(
+        self,
+        problem: _Problem,
+        alphas: dict[int, Tensor],
+        betas: dict[int, Tensor],
+        iterations: int,
+    ) -> tuple[dict[int, Tensor], dict[int, Tensor]]:
+        """Projected gradient ascent on the bounds, in float32; returns float64 values."""
+        light = problem.to(torch.float32)
+        alphas = {i: a.float().requires_grad_(True) for i, a in alphas.items()}
+        betas = {i: b.float().requires_grad_(True) for i, b in betas.items()}
         ascent = Ascent(
             [
                 (list(alphas.values()), self.budget.alpha_rate, 0.0, 1.0),
                 (list(betas.values()), self.budget.beta_rate, 0.0, None),
             ]
         )
-        for step in range(iterations + 1):
-            last = step == iterations
-            record: dict[int, Tensor] = {}
-            relax = Relaxations(alphas, {i: betas[i] * masks[i] for i in betas})
-            with torch.set_grad_enabled(not last):
-                weights, bias = self.bp.backward(
-                    len(self.bp.nodes) - 1, specs, bounds, relax, splits, record if last else None
-                )
-                lower = (inputs.minimum(weights) + bias)[:, 0]
-            best = torch.maximum(best, lower.detach())
-            if last:
-                break
+        for _ in range(iterations):
+            lower, _ = self._evaluate(light, alphas, betas)
             ascent.ascend(lower.sum())
-        result = dict(domains)
-        result["lower"] = best
-        for i, alpha in alphas.items():
-            result[f"alpha{i}"] = alpha.detach()[:, 0].float()
-        for i, beta in betas.items():
-            result[f"beta{i}"] = (beta.detach() * masks[i])[:, 0].float()
-        for item in self.owner.branchable:
-            result[f"score{item.node}"] = self._scores(item, record, bounds, splits)
-        point = self._attack(weights.detach(), specs)
-        return _Bounded(result, point)
+        return (
+            {i: a.detach().double() for i, a in alphas.items()},
+            {i: b.detach().double() for i, b in betas.items()},
+        )
 
     def _alphas(self, domains: dict[str, Tensor], bounds: dict[int, Bounds]) -> dict[int, Tensor]:
         """Each subdomain's alphas (its parent's; CROWN's default at the root)."""
@@ -318,8 +368,7 @@ class _Run:
             layer = self.bp.nodes[index].layer
             stored = domains[f"alpha{index}"].to(torch.float64)
             start = default_alpha(layer, *bounds[self.bp.nodes[index].inputs[0]])
-            alpha = torch.where(torch.isnan(stored), start, stored)
-            alphas[index] = alpha.unsqueeze(1).clone().requires_grad_(True)
+            alphas[index] = torch.where(torch.isnan(stored), start, stored).unsqueeze(1)
         return alphas
 
     def _scores(
@@ -376,6 +425,51 @@ def _into(points: Tensor, exact: InputSet) -> Tensor:
     scale = torch.clamp(exact.eps[:1, None] / length.clamp_min(1e-300), max=1.0)
     inside = center + step * scale
     return torch.minimum(torch.maximum(inside, exact.lower), exact.upper)
+
+
+@dataclass
+class _Problem:
+    """A batch of subdomains ready for bound propagation."""
+
+    inputs: InputSet
+    bounds: dict[int, Bounds]
+    splits: Splits
+    specs: Tensor
+    masks: dict[int, Tensor]
+
+    def take(self, rows: Tensor) -> _Problem:
+        splits = Splits(
+            {i: k[rows] for i, k in self.splits.kink.items()},
+            {i: v[rows] for i, v in self.splits.side.items()},
+        )
+        return _Problem(
+            self.inputs.repeat(torch.zeros(len(rows), dtype=torch.long)),
+            {i: (low[rows], high[rows]) for i, (low, high) in self.bounds.items()},
+            splits,
+            self.specs[rows],
+            {i: m[rows] for i, m in self.masks.items()},
+        )
+
+    def to(self, dtype: torch.dtype) -> _Problem:
+        inputs = self.inputs
+        cast = InputSet(
+            inputs.center.to(dtype),
+            inputs.eps.to(dtype),
+            inputs.norm,
+            inputs.lower.to(dtype),
+            inputs.upper.to(dtype),
+        )
+        splits = Splits(
+            {i: k.to(dtype) for i, k in self.splits.kink.items()},
+            {i: v.to(dtype) for i, v in self.splits.side.items()},
+        )
+        return _Problem(
+            cast,
+            {i: (low.to(dtype), high.to(dtype)) for i, (low, high) in self.bounds.items()},
+            splits,
+            self.specs.to(dtype),
+            {i: m.to(dtype) for i, m in self.masks.items()},
+        )
 
 
 @dataclass
