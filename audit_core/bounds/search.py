@@ -54,13 +54,15 @@ class SearchBudget:
     the same search on the same machine always gives the same answer); ``seconds``: wall
     clock cap; ``max_domains``: live subdomains kept (memory); ``batch``: subdomains split
     per step; ``iterations``: alpha/beta steps per bound (``root_iterations`` at the
-    root)."""
+    root); ``candidates``: neurons tried per split (filtered smart branching; 1: the best
+    intercept score)."""
 
     branches: int = 100_000
     seconds: float = 1.0
     max_domains: int = 20_000
     batch: int = 64
     iterations: int = 8
+    candidates: int = 1
     root_iterations: int = 20
     alpha_rate: float = 0.1
     beta_rate: float = 0.05
@@ -150,6 +152,7 @@ class _Run:
         self.inputs, self.exact, self.label = inputs, exact, label
         self.budget, self.deadline = budget, deadline
         self.branches = 0
+        self.regions = 0
         self.timed_out = False
 
     def decide(self) -> tuple[int, float, np.ndarray | None]:
@@ -188,9 +191,13 @@ class _Run:
                 low = min(float(pool.lower.min()), stuck_margin + self.slack)
                 return UNDECIDED, low - self.slack, None
             parents = pool.take(pool.lowest(self.budget.batch))
-            children, stuck = self._split(parents)
+            children, stuck = self._split(spec, parents)
             if stuck is not None:
-                stuck_margin = min(stuck_margin, float(stuck) - self.slack)
+                verdict, margin, point = self._regions(spec, stuck)
+                self.regions += len(stuck["lower"])
+                if verdict == NON_ROBUST:
+                    return NON_ROBUST, margin, point
+                stuck_margin = min(stuck_margin, margin)
             if children is None:
                 continue
             result = self._bound(spec, children, self.budget.iterations)
@@ -222,40 +229,114 @@ class _Run:
             if isinstance(self.bp.nodes[i].layer, ElementwisePiecewiseLinear)
         ]
 
-    def _split(self, parents: dict[str, Tensor]) -> tuple[dict[str, Tensor] | None, float | None]:
-        """Two children per parent, split on the parent's best-scored neuron; parents with
-        no neuron left to split are dropped (their bound is returned as ``stuck``)."""
-        best_score, best_node, best_index = None, None, None
-        count = len(parents["lower"])
-        best_score = torch.full((count,), -float("inf"))
-        best_node = torch.full((count,), -1, dtype=torch.long)
-        best_index = torch.zeros(count, dtype=torch.long)
-        for item in self.owner.branchable:
-            score = parents[f"score{item.node}"].reshape(count, -1)
-            value, index = score.max(dim=1)
-            better = value > best_score
-            best_score = torch.where(better, value, best_score)
-            best_node = torch.where(better, item.node, best_node)
-            best_index = torch.where(better, index, best_index)
-        splittable = best_score > -float("inf")
+    def _split(
+        self, spec: Tensor, parents: dict[str, Tensor]
+    ) -> tuple[dict[str, Tensor] | None, dict[str, Tensor] | None]:
+        """Two children per parent, split on the neuron ``_choose`` picks; parents with no
+        neuron left to split are returned apart (``stuck``)."""
+        node, index, splittable = self._choose(spec, parents)
         stuck = None
         if not bool(splittable.all()):
-            stuck = float(parents["lower"][~splittable].min())
+            stuck = {k: v[~splittable] for k, v in parents.items()}
         if not bool(splittable.any()):
             return None, stuck
         keep = splittable.nonzero()[:, 0]
         parents = {k: v[keep] for k, v in parents.items()}
-        best_node, best_index = best_node[keep], best_index[keep]
+        return self._children(parents, node[keep], index[keep]), stuck
+
+    def _regions(
+        self, spec: Tensor, domains: dict[str, Tensor]
+    ) -> tuple[int, float, np.ndarray | None]:
+        """Subdomains whose every unstable neuron is split: the network is affine on each,
+        so the margin's minimum over it is a linear program (linf) or a second-order cone
+        program (l2), solved exactly (``audit_core.bounds.region``). Its multipliers, fed
+        back as betas, give the sound float64 bound; its minimiser is a candidate
+        counterexample. Returns the worst outcome: a counterexample, or the lowest margin
+        left (<= 0: undecided), or a positive margin when all are closed."""
+        from audit_core.bounds.region import solve_region
+
+        worst = float("inf")
+        for row in range(len(domains["lower"])):
+            domain = {k: v[row : row + 1] for k, v in domains.items()}
+            problem = self._problem(spec, domain, 1)
+            alphas, _ = self._parameters(domain, problem)
+            solved = solve_region(self.bp, problem.bounds, problem.splits, spec, self.inputs)
+            if solved is None:  # not a single linear region (max pooling, two kinks) or failed
+                worst = min(worst, float(domain["lower"][0]) - self.slack)
+                continue
+            betas = {i: b.unsqueeze(1) for i, b in solved.betas.items()}
+            with torch.no_grad():
+                lower, _ = self._evaluate(problem, alphas, betas)
+            margin = max(float(lower[0]), float(domain["lower"][0])) - self.slack
+            if margin > 0:
+                continue
+            if solved.point is not None:
+                point = self._confirmed(torch.as_tensor(solved.point).reshape(1, -1), spec)
+                if point is not None:
+                    return NON_ROBUST, margin, point
+            worst = min(worst, margin)
+        return (CERTIFIED, 0.0, None) if worst == float("inf") else (UNDECIDED, worst, None)
+
+    def _children(
+        self, parents: dict[str, Tensor], node: Tensor, index: Tensor
+    ) -> dict[str, Tensor]:
+        """Each parent twice: on ``z >= kink`` (first half), then ``z <= kink``, at the
+        neuron ``index`` of pre-activation node ``node``."""
+        count = len(node)
         children = {k: torch.cat([v, v]) for k, v in parents.items()}
-        rows = torch.arange(2 * len(keep))
-        nodes, indices = torch.cat([best_node, best_node]), torch.cat([best_index, best_index])
-        sides = torch.cat([torch.ones(len(keep)), -torch.ones(len(keep))]).to(torch.int8)
+        rows = torch.arange(2 * count)
+        nodes, indices = torch.cat([node, node]), torch.cat([index, index])
+        sides = torch.cat([torch.ones(count), -torch.ones(count)]).to(torch.int8)
         for item in self.owner.branchable:
             here = nodes == item.node
             side = children[f"side{item.node}"].reshape(len(rows), -1).clone()
             side[rows[here], indices[here]] = sides[here]
             children[f"side{item.node}"] = side.reshape(children[f"side{item.node}"].shape)
-        return children, stuck
+        return children
+
+    def _choose(self, spec: Tensor, parents: dict[str, Tensor]) -> tuple[Tensor, Tensor, Tensor]:
+        """The neuron to split per parent: of the ``candidates`` best intercept scores, the
+        one whose worse child gets the highest bound with the parent's alphas and betas
+        (filtered smart branching, De Palma et al. 2021). Returns (node, flat index,
+        splittable) per parent."""
+        count = len(parents["lower"])
+        nodes = [item.node for item in self.owner.branchable]
+        scores = torch.cat([parents[f"score{n}"].reshape(count, -1) for n in nodes], dim=1)
+        sizes = torch.tensor([parents[f"score{n}"][0].numel() for n in nodes])
+        starts = torch.cumsum(sizes, 0) - sizes
+        k = min(self.budget.candidates, scores.shape[1])
+        values, flat = scores.topk(k, dim=1)
+        valid = values > -float("inf")
+        owner = torch.bucketize(flat, starts, right=True) - 1
+        node_of = torch.tensor(nodes)[owner]
+        index_of = flat - starts[owner]
+        if k > 1:
+            worst = self._trial(spec, parents, node_of, index_of)
+            choice = torch.where(valid, worst, -float("inf")).argmax(dim=1)
+        else:
+            choice = torch.zeros(count, dtype=torch.long)
+        rows = torch.arange(count)
+        return node_of[rows, choice], index_of[rows, choice], valid[rows, choice]
+
+    def _trial(
+        self, spec: Tensor, parents: dict[str, Tensor], node_of: Tensor, index_of: Tensor
+    ) -> Tensor:
+        """``(P, k)``: the lower of the two children's bounds for each candidate split, from
+        one float32 pass with the parent's alphas and betas."""
+        count, k = node_of.shape
+        repeated = {key: value.repeat_interleave(k, dim=0) for key, value in parents.items()}
+        children = self._children(repeated, node_of.reshape(-1), index_of.reshape(-1))
+        problem = self._problem(spec, children, len(children["lower"]))
+        alphas, betas = self._parameters(children, problem)
+        light = problem.to(torch.float32)
+        with torch.no_grad():
+            lower, _ = self._evaluate(
+                light,
+                {i: a.float() for i, a in alphas.items()},
+                {i: b.float() for i, b in betas.items()},
+            )
+        lower = lower.double().reshape(2, count, k)
+        return torch.minimum(lower[0], lower[1])
 
     # ------------------------------------------------------------ bounding
     def _bound(self, spec: Tensor, domains: dict[str, Tensor], iterations: int) -> _Bounded:
@@ -392,15 +473,17 @@ class _Run:
         return torch.where(open_, score, -float("inf")).float()
 
     def _attack(self, weights: Tensor, specs: Tensor) -> np.ndarray | None:
-        """The points minimising each subdomain's linear bound, moved into the exact set:
-        the first one the deployed runtime misclassifies, or None."""
-        points = self.inputs.repeat(torch.zeros(len(weights), dtype=torch.long)).argmin(weights)[
-            :, 0
-        ]
+        """The points minimising each subdomain's linear bound, tried as counterexamples."""
+        points = self.inputs.repeat(torch.zeros(len(weights), dtype=torch.long))
+        return self._confirmed(points.argmin(weights)[:, 0], specs[:1])
+
+    def _confirmed(self, points: Tensor, spec: Tensor) -> np.ndarray | None:
+        """``points`` moved into the exact (uninflated) set: the first one the float64 graph
+        puts on the wrong side of ``spec``'s margin and the deployed runtime misclassifies."""
         points = _into(points, self.exact)
         with torch.no_grad():
             logits = self.bp.graph.forward(points).reshape(len(points), -1)
-        margins = (logits * specs[:, 0].reshape(len(points), -1)).sum(-1)
+        margins = logits @ spec.reshape(-1).to(logits.dtype)
         candidates = points[margins < 0].numpy()
         if len(candidates) == 0:
             return None

@@ -94,9 +94,12 @@ class CertificatesConfig:
     exact_search: str = "auto"
     """``on``: after the verdicts, search at ``(1 - exact_tolerance) x`` the attack distance
     to prove exact radii; ``off``: never; ``auto``: as ``effort`` says (thorough: on)."""
-    exact_tolerance: float = 1e-3
-    """A radius within this fraction of a verified attack distance is reported as exact;
-    the search tries to prove the radius ``(1 - exact_tolerance) x`` the attack distance."""
+    exact_tolerance: float = 0.01
+    """A radius within this fraction of the closest verified adversarial example is
+    reported as exact; the search tries to prove ``(1 - exact_tolerance) x`` that distance,
+    and moves down to any closer counterexample it finds. Much smaller tolerances hit the
+    deployed runtime's logit slack: a margin below ``2 tau max(1, |logit|)`` can be neither
+    certified nor refuted."""
 
     def __post_init__(self) -> None:
         check_config(

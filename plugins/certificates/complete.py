@@ -26,9 +26,17 @@ import numpy as np
 import torch
 
 from audit_core.analysis import AuditContext
+from audit_core.attacks import numpy_distance
 from audit_core.bounds.propagation import BoundPropagation
 from audit_core.bounds.radius import RadiusBudget, certified_radius
-from audit_core.bounds.search import CERTIFIED, NON_ROBUST, BranchAndBound, SearchBudget
+from audit_core.bounds.search import (
+    CERTIFIED,
+    NON_ROBUST,
+    UNDECIDED,
+    BranchAndBound,
+    SearchBudget,
+    SearchOutcome,
+)
 from audit_core.bounds.verify import Verifier
 from audit_core.errors import NotApplicable
 from audit_core.labels import predict
@@ -104,6 +112,9 @@ class SearchResult:
     branches: int
     seconds: float
     reason: str = ""
+    closest: np.ndarray | None = None
+    """Per sample the distance of the closest counterexample any search found (inf: none)."""
+    closest_points: dict[int, np.ndarray] = dataclasses.field(default_factory=dict)
     timed_out: int = 0
     """Searches (or samples left unsearched) that a wall-clock cap, not the subdomain
     budget, left undecided: these verdicts depend on the machine's speed."""
@@ -171,77 +182,121 @@ def complete_search(
 ) -> SearchResult:
     """Verdicts at every eps for the samples no radius or attack settles, then exact
     radii where budget is left (see the module docstring)."""
-    data = ctx.data
-    search = BranchAndBound(checker, _confirm(ctx))
-    clock = time.perf_counter()
-    deadline = clock + budget.search_total
+    searches = _Searches(ctx, checker, predicted, budget)
     eps = np.asarray(ctx.eps, dtype=np.float64)
-    verdict = np.zeros((len(eps), len(data)), dtype=np.int8)
-    found = np.zeros(len(data))
-    counterexamples: dict[tuple[int, int], np.ndarray] = {}
-    runs = {"searches": 0, "branches": 0, "timed_out": 0}
+    verdict = np.zeros((len(eps), len(ctx.data)), dtype=np.int8)
+    for e in np.argsort(eps):
+        ctx.progress.note(f"complete search at eps {eps[e]:g}")
+        for sample in range(len(ctx.data)):
+            known = min(attack[sample], searches.closest[sample])
+            proven = max(radius[sample], searches.found[sample])
+            settled = _settled(correct[sample], proven, known, eps[e], verdict[:, sample], eps)
+            verdict[e, sample] = (
+                settled if settled is not None else searches.decide(sample, float(eps[e]), int(e))
+            )
+    upper = np.minimum(attack, searches.closest)
+    if budget.exact:
+        for sample in np.flatnonzero(correct & np.isfinite(upper) & (upper > 0)):
+            searches.close_gap(sample, radius[sample], upper[sample])
+    upper = np.minimum(attack, searches.closest)
+    best = np.maximum(radius, searches.found)
+    for e, at in enumerate(eps):  # what the gap-closing searches proved or found
+        open_ = verdict[e] == UNDECIDED
+        verdict[e, open_ & correct & (best >= at)] = CERTIFIED
+        verdict[e, open_ & (upper <= at)] = NON_ROBUST
+    exact = _exact(correct, best, upper, ctx.config.exact_tolerance)
+    return searches.result(verdict, exact)
 
-    def run(sample: int, at: float, key: tuple[int, int] | None) -> int:
-        seconds = min(budget.search_seconds, deadline - time.perf_counter())
+
+class _Searches:
+    """The searches of one analysis: their budget, what they proved (``found``: the
+    largest certified radius per sample) and found (``closest``: the distance of the
+    closest counterexample per sample), and their counterexamples per (eps, sample)."""
+
+    def __init__(
+        self, ctx: AuditContext, checker: Verifier, predicted: np.ndarray, budget: Budgets
+    ) -> None:
+        self.ctx, self.predicted, self.budget = ctx, predicted, budget
+        self.search = BranchAndBound(checker, _confirm(ctx))
+        self.clock = time.perf_counter()
+        self.deadline = self.clock + budget.search_total
+        count = len(ctx.data)
+        self.found = np.zeros(count)
+        self.closest = np.full(count, np.inf)
+        self.points: dict[int, np.ndarray] = {}
+        self.counterexamples: dict[tuple[int, int], np.ndarray] = {}
+        self.runs = {"searches": 0, "branches": 0, "timed_out": 0}
+
+    def run(self, sample: int, eps: float) -> SearchOutcome | None:
+        """One search at ``eps``; None when the analysis's budget is spent."""
+        seconds = min(self.budget.search_seconds, self.deadline - time.perf_counter())
         if seconds <= 0:
-            runs["timed_out"] += 1
-            return 0
-        outcome = search.search(
+            self.runs["timed_out"] += 1
+            return None
+        data = self.ctx.data
+        outcome = self.search.search(
             data.x[sample].reshape(-1),
-            int(predicted[sample]),
-            at,
-            ctx.norm,
+            int(self.predicted[sample]),
+            eps,
+            self.ctx.norm,
             float(data.lower),
             float(data.upper),
             SearchBudget(
-                branches=budget.search_branches,
+                branches=self.budget.search_branches,
                 seconds=seconds,
-                root_iterations=budget.root_iterations,
+                root_iterations=self.budget.root_iterations,
             ),
         )
-        runs["searches"] += 1
-        runs["branches"] += outcome.branches
-        runs["timed_out"] += outcome.timed_out
-        if outcome.verdict == NON_ROBUST and key is not None:
-            counterexamples[key] = outcome.counterexample
+        self.runs["searches"] += 1
+        self.runs["branches"] += outcome.branches
+        self.runs["timed_out"] += outcome.timed_out
+        if outcome.verdict == CERTIFIED:
+            self.found[sample] = max(self.found[sample], eps)
+        if outcome.verdict == NON_ROBUST:
+            self._record(sample, outcome.counterexample)
+        return outcome
+
+    def _record(self, sample: int, point: np.ndarray) -> None:
+        x = self.ctx.data.x[sample].reshape(1, -1)
+        distance = float(numpy_distance(point.reshape(1, -1), x, self.ctx.norm)[0])
+        if distance < self.closest[sample]:
+            self.closest[sample] = distance
+            self.points[sample] = point
+
+    def decide(self, sample: int, eps: float, index: int) -> int:
+        """The verdict at ``eps`` (its counterexample kept under ``(index, sample)``)."""
+        outcome = self.run(sample, eps)
+        if outcome is None:
+            return UNDECIDED
+        if outcome.verdict == NON_ROBUST:
+            self.counterexamples[index, sample] = outcome.counterexample
         return outcome.verdict
 
-    for e in np.argsort(eps):
-        ctx.progress.note(f"complete search at eps {eps[e]:g}")
-        for sample in range(len(data)):
-            settled = _settled(
-                correct[sample],
-                max(radius[sample], found[sample]),
-                attack[sample],
-                eps[e],
-                verdict[:, sample],
-                eps,
-            )
-            if settled is not None:
-                verdict[e, sample] = settled
-                continue
-            verdict[e, sample] = run(sample, float(eps[e]), (int(e), sample))
-            if verdict[e, sample] == CERTIFIED:
-                found[sample] = max(found[sample], eps[e])
-    exact = _exact(correct, np.maximum(radius, found), attack, ctx.config.exact_tolerance)
-    closable = correct & np.isfinite(attack) & ~exact & (attack > 0) & budget.exact
-    for sample in np.flatnonzero(closable):
-        target = attack[sample] * (1 - ctx.config.exact_tolerance)
-        if time.perf_counter() > deadline:
-            break
-        if run(sample, float(target), None) == CERTIFIED:
-            found[sample] = max(found[sample], target)
-            exact[sample] = True
-    return SearchResult(
-        verdict,
-        found,
-        exact,
-        counterexamples,
-        runs["searches"],
-        runs["branches"],
-        time.perf_counter() - clock,
-        timed_out=runs["timed_out"],
-    )
+    def close_gap(self, sample: int, proven: float, upper: float) -> None:
+        """Search just below the closest adversarial distance known until a search proves
+        it (the radius is then exact to the tolerance), or a closer counterexample moves
+        it down and the search repeats there, or the budget runs out."""
+        tolerance = self.ctx.config.exact_tolerance
+        while max(proven, self.found[sample]) < (1 - tolerance) * upper:
+            outcome = self.run(sample, (1 - tolerance) * upper)
+            if outcome is None or outcome.verdict == UNDECIDED:
+                return
+            if outcome.verdict == NON_ROBUST:
+                upper = min(upper, self.closest[sample])
+
+    def result(self, verdict: np.ndarray, exact: np.ndarray) -> SearchResult:
+        return SearchResult(
+            verdict,
+            self.found,
+            exact,
+            self.counterexamples,
+            self.runs["searches"],
+            self.runs["branches"],
+            time.perf_counter() - self.clock,
+            timed_out=self.runs["timed_out"],
+            closest=self.closest,
+            closest_points=self.points,
+        )
 
 
 def _settled(

@@ -100,6 +100,9 @@ class CertificateResults:
             return data.x[n]
         if self.search is not None and (e, n) in self.search.counterexamples:
             return self.search.counterexamples[e, n].reshape(data.x.shape[1:])
+        search = self.search
+        if search is not None and n in search.closest_points and search.closest[n] <= eps:
+            return search.closest_points[n].reshape(data.x.shape[1:])
         for found in self.attack_points:
             if (
                 found.found[n]
@@ -123,10 +126,18 @@ class CertificateResults:
         """The verified attack distance in the run's norm."""
         return self.attack_linf if self.norm == "linf" else self.attack.distance
 
+    @property
+    def adversarial_distance(self) -> np.ndarray:
+        """The closest verified adversarial example per sample (run's norm): the attack's,
+        or a counterexample of the complete search when it is closer."""
+        if self.search is None or self.search.closest is None:
+            return self.attack_distance
+        return np.minimum(self.attack_distance, self.search.closest)
+
     def ratio_of(self, radius: np.ndarray) -> np.ndarray:
-        """radius / attack distance (run's norm), correctly classified samples with an
-        attack point; NaN elsewhere."""
-        attack = self.attack_distance
+        """radius / closest adversarial distance (run's norm), correctly classified samples
+        with an adversarial example; NaN elsewhere."""
+        attack = self.adversarial_distance
         usable = self.correct & np.isfinite(attack) & (attack > 0)
         with np.errstate(divide="ignore", invalid="ignore"):
             return np.where(usable, radius / attack, np.nan)

@@ -418,7 +418,7 @@ def _accuracy_plot(
 
 
 def consistency_finding(ctx: AuditContext, r: CertificateResults) -> Finding:
-    attack = r.attack_distance
+    attack = r.adversarial_distance
     bad = violations(r.correct, r.best, attack)
     compared = int(np.sum(r.correct & np.isfinite(attack)))
     if bad.any():
