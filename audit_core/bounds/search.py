@@ -35,6 +35,7 @@ import numpy as np
 import torch
 
 from audit_core.bounds.ascent import Ascent
+from audit_core.bounds.domains import Bounded, Pool, Problem, into_set
 from audit_core.bounds.input_set import InputSet
 from audit_core.bounds.propagation import Relaxations, Splits
 from audit_core.bounds.verify import Verifier, default_alpha, inflated, margin_specs
@@ -177,7 +178,7 @@ class _Run:
 
     # ------------------------------------------------------------ one margin
     def _spec(self, spec: Tensor) -> tuple[int, float, np.ndarray | None]:
-        pool = _Pool()
+        pool = Pool()
         root = self._empty_domain()
         result = self._bound(spec, root, self.budget.root_iterations)
         if result.counterexample is not None:
@@ -339,7 +340,7 @@ class _Run:
         return torch.minimum(lower[0], lower[1])
 
     # ------------------------------------------------------------ bounding
-    def _bound(self, spec: Tensor, domains: dict[str, Tensor], iterations: int) -> _Bounded:
+    def _bound(self, spec: Tensor, domains: dict[str, Tensor], iterations: int) -> Bounded:
         """Bounds of a batch of subdomains: first with the inherited alphas and betas; the
         subdomains that this leaves open get ``iterations`` steps of projected gradient
         ascent (in float32: any alpha in [0, 1] and beta >= 0 give a valid bound), then a
@@ -356,7 +357,7 @@ class _Run:
             result[f"score{item.node}"] = torch.full_like(domains[f"score{item.node}"], -np.inf)
         rows = (first <= self.slack).nonzero()[:, 0]
         if not len(rows):
-            return _Bounded(result, None)
+            return Bounded(result, None)
         sub = problem.take(rows)
         alphas = {i: a[rows] for i, a in alphas.items()}
         betas = {i: b[rows] for i, b in betas.items()}
@@ -375,9 +376,9 @@ class _Run:
             result[f"beta{i}"][rows] = (beta * sub.masks[i])[:, 0].float()
         for item in self.owner.branchable:
             result[f"score{item.node}"][rows] = self._scores(item, record, sub.bounds, sub.splits)
-        return _Bounded(result, self._attack(weights, sub.specs))
+        return Bounded(result, self._attack(weights, sub.specs))
 
-    def _problem(self, spec: Tensor, domains: dict[str, Tensor], count: int) -> _Problem:
+    def _problem(self, spec: Tensor, domains: dict[str, Tensor], count: int) -> Problem:
         """The subdomains as bound-propagation inputs (float64)."""
         inputs = self.inputs.repeat(torch.zeros(count, dtype=torch.long))
         splits = Splits()
@@ -391,10 +392,10 @@ class _Run:
             bounds[item.node] = splits.apply(item.node, bounds[item.node])
         masks = {i: (splits.side[i] != 0).to(torch.float64).unsqueeze(1) for i in splits.side}
         specs = spec.expand(count, *spec.shape[1:])
-        return _Problem(inputs, bounds, splits, specs, masks)
+        return Problem(inputs, bounds, splits, specs, masks)
 
     def _parameters(
-        self, domains: dict[str, Tensor], problem: _Problem
+        self, domains: dict[str, Tensor], problem: Problem
     ) -> tuple[dict[int, Tensor], dict[int, Tensor]]:
         alphas = self._alphas(domains, problem.bounds)
         betas = {
@@ -405,7 +406,7 @@ class _Run:
 
     def _evaluate(
         self,
-        problem: _Problem,
+        problem: Problem,
         alphas: dict[int, Tensor],
         betas: dict[int, Tensor],
         record: dict[int, Tensor] | None = None,
@@ -419,7 +420,7 @@ class _Run:
 
     def _optimize(
         self,
-        problem: _Problem,
+        problem: Problem,
         alphas: dict[int, Tensor],
         betas: dict[int, Tensor],
         iterations: int,
@@ -480,7 +481,7 @@ class _Run:
     def _confirmed(self, points: Tensor, spec: Tensor) -> np.ndarray | None:
         """``points`` moved into the exact (uninflated) set: the first one the float64 graph
         puts on the wrong side of ``spec``'s margin and the deployed runtime misclassifies."""
-        points = _into(points, self.exact)
+        points = into_set(points, self.exact)
         with torch.no_grad():
             logits = self.bp.graph.forward(points).reshape(len(points), -1)
         margins = logits @ spec.reshape(-1).to(logits.dtype)
@@ -494,108 +495,3 @@ class _Run:
             else np.ones(len(candidates), bool)
         )
         return candidates[np.flatnonzero(fooled)[0]] if fooled.any() else None
-
-
-def _into(points: Tensor, exact: InputSet) -> Tensor:
-    """``points`` moved into the (uninflated) set: clipped to its box (linf) or pulled
-    towards the centre onto the ball (l2; the bounds contain the centre, so they hold)."""
-    center = exact.center[:1]
-    if exact.norm == "linf":
-        low, high = exact.box()
-        return torch.minimum(torch.maximum(points, low[:1]), high[:1])
-    step = points - center
-    length = step.norm(dim=1, keepdim=True)
-    scale = torch.clamp(exact.eps[:1, None] / length.clamp_min(1e-300), max=1.0)
-    inside = center + step * scale
-    return torch.minimum(torch.maximum(inside, exact.lower), exact.upper)
-
-
-@dataclass
-class _Problem:
-    """A batch of subdomains ready for bound propagation."""
-
-    inputs: InputSet
-    bounds: dict[int, Bounds]
-    splits: Splits
-    specs: Tensor
-    masks: dict[int, Tensor]
-
-    def take(self, rows: Tensor) -> _Problem:
-        splits = Splits(
-            {i: k[rows] for i, k in self.splits.kink.items()},
-            {i: v[rows] for i, v in self.splits.side.items()},
-        )
-        return _Problem(
-            self.inputs.repeat(torch.zeros(len(rows), dtype=torch.long)),
-            {i: (low[rows], high[rows]) for i, (low, high) in self.bounds.items()},
-            splits,
-            self.specs[rows],
-            {i: m[rows] for i, m in self.masks.items()},
-        )
-
-    def to(self, dtype: torch.dtype) -> _Problem:
-        inputs = self.inputs
-        cast = InputSet(
-            inputs.center.to(dtype),
-            inputs.eps.to(dtype),
-            inputs.norm,
-            inputs.lower.to(dtype),
-            inputs.upper.to(dtype),
-        )
-        splits = Splits(
-            {i: k.to(dtype) for i, k in self.splits.kink.items()},
-            {i: v.to(dtype) for i, v in self.splits.side.items()},
-        )
-        return _Problem(
-            cast,
-            {i: (low.to(dtype), high.to(dtype)) for i, (low, high) in self.bounds.items()},
-            splits,
-            self.specs.to(dtype),
-            {i: m.to(dtype) for i, m in self.masks.items()},
-        )
-
-
-@dataclass
-class _Bounded:
-    domains: dict[str, Tensor]
-    counterexample: np.ndarray | None
-
-    @property
-    def lower(self) -> Tensor:
-        return self.domains["lower"]
-
-    def keep(self, mask: Tensor) -> dict[str, Tensor]:
-        return {k: v[mask] for k, v in self.domains.items()}
-
-
-class _Pool:
-    """The live subdomains as one tensor per field (rows are subdomains)."""
-
-    def __init__(self) -> None:
-        self.fields: dict[str, Tensor] = {}
-
-    def __len__(self) -> int:
-        return 0 if not self.fields else len(self.fields["lower"])
-
-    @property
-    def lower(self) -> Tensor:
-        return self.fields["lower"]
-
-    def add(self, domains: dict[str, Tensor]) -> None:
-        if not len(domains["lower"]):
-            return
-        if not self.fields:
-            self.fields = dict(domains)
-            return
-        self.fields = {k: torch.cat([self.fields[k], domains[k]]) for k in self.fields}
-
-    def lowest(self, count: int) -> Tensor:
-        count = min(count, len(self))
-        return torch.topk(self.lower, count, largest=False).indices
-
-    def take(self, rows: Tensor) -> dict[str, Tensor]:
-        chosen = {k: v[rows] for k, v in self.fields.items()}
-        keep = torch.ones(len(self), dtype=torch.bool)
-        keep[rows] = False
-        self.fields = {k: v[keep] for k, v in self.fields.items()}
-        return chosen
