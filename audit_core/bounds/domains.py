@@ -4,7 +4,7 @@ into the exact input set."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -39,6 +39,8 @@ class Problem:
     splits: Splits
     specs: Tensor
     masks: dict[int, Tensor]
+    cache: dict[int, object] = field(default_factory=dict)
+    """Relaxation parts on these bounds, shared by every pass (see ``Relaxations``)."""
 
     def take(self, rows: Tensor) -> Problem:
         splits = Splits(

@@ -68,6 +68,9 @@ class Relaxations:
 
     alphas: dict[int, Tensor] = field(default_factory=dict)
     betas: dict[int, Tensor] = field(default_factory=dict)
+    cache: dict[int, object] | None = None
+    """Per node, the relaxation parts that do not depend on alpha (``relaxation_parts``);
+    give the same dict to every pass over the same bounds (optimisation steps)."""
 
 
 class BoundPropagation:
@@ -322,8 +325,11 @@ class BoundPropagation:
                 source = node.inputs[0]
                 if record is not None:
                     record[index] = coefficients.detach()
-                slope = _slope(node.layer, bounds[source], relax.alphas.get(index))
-                weights, offset = node.layer.backward_bound(coefficients, bounds[source], slope)
+                parts = _parts(node.layer, bounds[source], relax.cache, index)
+                slope = _slope(node.layer, bounds[source], relax.alphas.get(index), parts)
+                weights, offset = node.layer.backward_bound(
+                    coefficients, bounds[source], slope, **({"parts": parts} if parts else {})
+                )
                 bias = bias + offset
                 _accumulate(pending, source, weights)
         weights = pending.get(0)
@@ -342,10 +348,26 @@ def _rows_of(relax: Relaxations | None, rows: Tensor) -> Relaxations | None:
     )
 
 
-def _slope(layer, bounds: Bounds, alpha: Tensor | None) -> Tensor | None:
+def _parts(layer, bounds: Bounds, cache: dict[int, object] | None, index: int):
+    """The layer's relaxation parts on ``bounds`` (unsqueezed for the spec axis), from
+    ``cache`` when it has them; None for layers without (max pooling)."""
+    if not isinstance(layer, ElementwisePiecewiseLinear):
+        return None
+    if cache is not None and index in cache:
+        return cache[index]
+    low, high = (bound.unsqueeze(1) for bound in bounds)
+    parts = layer.relaxation_parts(low, high)
+    if cache is not None:
+        cache[index] = parts
+    return parts
+
+
+def _slope(layer, bounds: Bounds, alpha: Tensor | None, parts) -> Tensor | None:
     """The lower slopes for ``alpha`` (None: the layer's default)."""
     if alpha is None:
         return None
+    if parts is not None:
+        return parts.smallest + alpha * parts.span
     smallest, largest = layer.slope_range(*bounds)
     return smallest.unsqueeze(1) + alpha * (largest - smallest).unsqueeze(1)
 

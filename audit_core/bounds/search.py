@@ -412,7 +412,7 @@ class _Run:
         record: dict[int, Tensor] | None = None,
     ) -> tuple[Tensor, Tensor]:
         """The bound of each subdomain and the linear bound's input coefficients."""
-        relax = Relaxations(alphas, {i: betas[i] * problem.masks[i] for i in betas})
+        relax = Relaxations(alphas, {i: betas[i] * problem.masks[i] for i in betas}, problem.cache)
         weights, bias = self.bp.backward(
             len(self.bp.nodes) - 1, problem.specs, problem.bounds, relax, problem.splits, record
         )

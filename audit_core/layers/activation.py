@@ -47,6 +47,19 @@ class Relaxation:
     upper_bias: Tensor
 
 
+@dataclass(frozen=True)
+class RelaxationParts:
+    """What a relaxation on fixed bounds shares across lower slopes: the slope range
+    (``smallest``, ``span``), the upper bound, and f at the intercept points."""
+
+    smallest: Tensor
+    span: Tensor
+    upper_slope: Tensor
+    upper_bias: Tensor
+    points: list[Tensor]
+    values: list[Tensor]
+
+
 @dataclass(frozen=True, eq=False)
 class ElementwisePiecewiseLinear(Layer):
     """Base of elementwise piecewise-linear activations: subclasses give ``kinks``,
@@ -128,12 +141,24 @@ class ElementwisePiecewiseLinear(Layer):
         return self.local_slope((low + high) / 2)
 
     def relaxation(
-        self, low: Tensor, high: Tensor, lower_slope: Tensor | None = None
+        self,
+        low: Tensor,
+        high: Tensor,
+        lower_slope: Tensor | None = None,
+        parts: RelaxationParts | None = None,
     ) -> Relaxation:
         """Sound linear bounds on ``[low, high]`` (any ``lower_slope``; default the midpoint
-        slope). ``low``/``high`` may carry extra leading axes to broadcast with the slope."""
+        slope). ``low``/``high`` may carry extra leading axes to broadcast with the slope.
+        ``parts``: what does not depend on the lower slope, computed once per bounds."""
+        parts = parts if parts is not None else self.relaxation_parts(low, high)
         if lower_slope is None:
             lower_slope = self.default_lower_slope(low, high)
+        lower_bias = _extreme(parts.points, parts.values, lower_slope, torch.amin)
+        return Relaxation(lower_slope, lower_bias, parts.upper_slope, parts.upper_bias)
+
+    def relaxation_parts(self, low: Tensor, high: Tensor) -> RelaxationParts:
+        """The slope range, the upper bound (chord slope) and the points where the lower
+        bound's intercept is taken, on ``[low, high]``."""
         smallest, largest = self.slope_range(low, high)
         width = high - low
         chord = (self.forward(high) - self.forward(low)) / torch.where(width > 0, width, 1.0)
@@ -142,11 +167,16 @@ class ElementwisePiecewiseLinear(Layer):
         points = self._points(low, high)
         values = [self.forward(p) for p in points]
         upper_bias = _extreme(points, values, upper_slope, torch.amax)
-        lower_bias = _extreme(points, values, lower_slope, torch.amin)
-        return Relaxation(lower_slope, lower_bias, upper_slope, upper_bias)
+        return RelaxationParts(
+            smallest, largest - smallest, upper_slope, upper_bias, points, values
+        )
 
     def backward_bound(
-        self, coefficients: Tensor, bounds: Bounds, lower_slope: Tensor | None = None
+        self,
+        coefficients: Tensor,
+        bounds: Bounds,
+        lower_slope: Tensor | None = None,
+        parts: RelaxationParts | None = None,
     ) -> tuple[Tensor, Tensor]:
         """Backward bound propagation (CROWN) through this layer.
 
@@ -154,10 +184,11 @@ class ElementwisePiecewiseLinear(Layer):
         ``(A, b)`` with ``A`` ``(B, S, *shape)`` and ``b`` ``(B, S)`` such that, for every
         input z within ``bounds`` (``(B, *shape)`` each), ``coefficients . f(z) >= A . z + b``:
         positive coefficients take the lower relaxation, negative ones the upper.
-        ``lower_slope`` (broadcastable to ``(B, S, *shape)``) sets the lower slopes.
+        ``lower_slope`` (broadcastable to ``(B, S, *shape)``) sets the lower slopes;
+        ``parts``: ``relaxation_parts`` of the unsqueezed bounds, when cached.
         """
         low, high = (bound.unsqueeze(1) for bound in bounds)
-        relax = self.relaxation(low, high, lower_slope)
+        relax = self.relaxation(low, high, lower_slope, parts)
         positive, negative = coefficients.clamp(min=0), coefficients.clamp(max=0)
         weights = positive * relax.lower_slope + negative * relax.upper_slope
         bias = positive * relax.lower_bias + negative * relax.upper_bias
