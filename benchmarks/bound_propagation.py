@@ -204,11 +204,15 @@ class Ours:
         graph = load_onnx(path).graph
         self.verifier = Verifier(BoundPropagation(graph), 0.0)
 
-    def crown_radius(self, x: Tensor, label: int, norm: str, steps: int) -> float:
+    def crown_radius(
+        self, x: Tensor, label: int, norm: str, steps: int, bounded: bool = True
+    ) -> float:
+        """``certified_radius`` over the set within [0, 1] (``bounded``) or the whole one."""
+        lower, upper = (0.0, 1.0) if bounded else (-np.inf, np.inf)
         budget = RadiusBudget(steps=steps, alpha_steps=0, batch=1)
         start, stop = torch.zeros(1, dtype=torch.float64), torch.full((1,), HIGH[norm])
         labels = torch.tensor([label])
-        radius = certified_radius(self.verifier, x, labels, norm, 0.0, 1.0, start, stop, budget)
+        radius = certified_radius(self.verifier, x, labels, norm, lower, upper, start, stop, budget)
         return float(radius[0])
 
     def certified(self, x: Tensor, label: int, eps: float, norm: str, variant: str) -> bool:
@@ -313,6 +317,7 @@ class Setting:
     steps: int
     alpha_steps: int
     methods: tuple[str, ...]
+    whole_ball: bool = False
 
 
 def timed(function: Callable[[], float]) -> tuple[float, float]:
@@ -331,6 +336,9 @@ def one_image(
         lambda: bisect(lambda eps: theirs.certified(x, label, eps, norm, False), 0.0, high, steps)
     )
     result = {"CROWN": (crown_ours, crown_theirs, t_ours, t_theirs)}
+    if setting.whole_ball and norm == "l2":
+        ball, t_ball = timed(lambda: ours.crown_radius(x, label, norm, steps, bounded=False))
+        result["CROWN-b"] = (ball, crown_theirs, t_ball, t_theirs)
     low = min(crown_ours, crown_theirs)
     top = min(high, ALPHA_REACH * max(crown_ours, crown_theirs) + high / 2**steps)
     alpha_theirs, t_theirs = timed(
@@ -356,7 +364,8 @@ def run_network(
     path = CORPUS / "mnistfc" / f"{name}.onnx"
     net = torch_mlp(path)
     ours, theirs = Ours(path), Theirs(net)
-    rows = {(norm, method): Row() for norm in NORMS for method in setting.methods}
+    methods = setting.methods + (("CROWN-b",) if setting.whole_ball else ())
+    rows = {(norm, method): Row() for norm in NORMS for method in methods}
     violations: list[str] = []
     correct = net(images).argmax(dim=1).numpy() == labels
     _warm_up(ours, theirs, images[:1], int(labels[0]))
@@ -397,7 +406,9 @@ def _attack(
 ) -> list[str]:
     """PGD at every radius certified by either tool for any method."""
     certified = {f"ours {m}": r[0] for m, r in result.items()}
-    certified.update({f"auto_LiRPA {m}": r[1] for m, r in result.items() if m != "alpha-1"})
+    certified.update(
+        {f"auto_LiRPA {m}": r[1] for m, r in result.items() if m in ("CROWN", "alpha")}
+    )
     return [
         f"{where}: PGD adversarial inside {tool}'s certified radius {radius:.6g}"
         for tool, radius in certified.items()
@@ -451,6 +462,8 @@ def print_preamble(setting: Setting, count: int) -> None:
     print("auto_LiRPA: alpha = CROWN-Optimized with its defaults (intermediate bounds")
     print("  re-optimised every iteration), in both alpha rows")
     print("l2: auto_LiRPA's ball ignores x_L/x_U; ours is the ball within [0, 1]")
+    if setting.whole_ball:
+        print("  CROWN-b: ours over the whole l2 ball too (auto_LiRPA's set)")
     print("certified: every margin lower bound > 0; times: seconds per image (bisection)")
 
 
@@ -460,13 +473,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--images", type=int, default=None, help="first N corpus images")
     parser.add_argument("--networks", nargs="*", default=None, choices=NETWORKS)
     parser.add_argument(
+        "--whole-ball",
+        action="store_true",
+        help="also ours CROWN over the whole l2 ball (auto_LiRPA's set), row CROWN-b",
+    )
+    parser.add_argument(
         "--no-alpha-1", action="store_true", help="skip ours alpha on the last layer only"
     )
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     install_auto_lirpa_shims()
     methods = ("CROWN", "alpha") if args.no_alpha_1 else ("CROWN", "alpha", "alpha-1")
-    setting = Setting(8, 5, methods) if args.quick else Setting(12, 7, methods)
+    steps = (8, 5) if args.quick else (12, 7)
+    setting = Setting(*steps, methods, args.whole_ball)
     networks = args.networks or (NETWORKS[:1] if args.quick else NETWORKS)
     count = args.images or (5 if args.quick else 15)
     data = np.load(CORPUS / "mnistfc" / "mnist_samples.npz")
@@ -478,7 +497,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in networks:
         rows, found = run_network(name, images, labels, setting)
         violations += found
-        lines += [format_row(name, n, m, row) for (n, m), row in rows.items()]
+        lines += [format_row(name, n, m, row) for (n, m), row in rows.items() if row.ours]
     print(HEADER)
     print("\n".join(lines))
     print("\n".join(NOTES))
