@@ -37,12 +37,14 @@ CROWN (every alpha starts at 0 or 1, where torch's clamp has zero gradient).
 
 Install the peer (benchmark only, into the venv that runs this script)::
 
-    pip install --no-deps auto-lirpa==0.3 appdirs tqdm
+    pip install --no-deps -r benchmarks/requirements-peers.txt
 
-Run::
+Run (times on 2 shared cores at load average 4-7)::
 
-    python benchmarks/bound_propagation.py            # 3 networks x 15 images, ~2 h
-    python benchmarks/bound_propagation.py --quick    # 256x2, 5 images, ~2 min
+    python benchmarks/bound_propagation.py            # 3 nets x 15 images: 256x2 ~18 min,
+                                                      # 256x4 ~37 min, 256x6 ~105 min
+    python benchmarks/bound_propagation.py --networks mnist-net_256x6 --images 6  # ~42 min
+    python benchmarks/bound_propagation.py --quick    # 256x2, 5 images, 2-5 min
 
 Targets (issue 13): our CROWN radius >= auto_LiRPA's on every image at <= 2x its time;
 our optimised-slope median radius > its alpha-CROWN median at <= its time.
