@@ -12,17 +12,20 @@ Tensor = torch.Tensor
 
 
 class Ascent:
-    """Adam on ``groups`` of (tensors, learning rate, lower clamp, upper clamp)."""
+    """Adam on ``groups`` of (tensors, learning rate, lower clamp, upper clamp); the rates
+    shrink by ``decay`` each step."""
 
     def __init__(
         self,
         groups: Iterable[tuple[list[Tensor], float, float | None, float | None]],
         betas: tuple[float, float] = (0.9, 0.999),
         eps: float = 1e-8,
+        decay: float = 1.0,
     ) -> None:
         self.groups = [(list(params), rate, low, high) for params, rate, low, high in groups]
         self.beta1, self.beta2 = betas
         self.eps = eps
+        self.decay = decay
         self.steps = 0
         self.moments: dict[int, tuple[Tensor, Tensor]] = {}
 
@@ -47,6 +50,6 @@ class Ascent:
                     second.mul_(self.beta2).addcmul_(grad, grad, value=1 - self.beta2)
                     self.moments[id(param)] = (first, second)
                     step = (first / correction1) / ((second / correction2).sqrt() + self.eps)
-                    param.add_(step, alpha=rate)
+                    param.add_(step, alpha=rate * self.decay ** (self.steps - 1))
                     if low is not None or high is not None:
                         param.clamp_(min=low, max=high)

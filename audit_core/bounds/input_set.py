@@ -87,6 +87,8 @@ class InputSet:
 
     def minimum(self, coefficients: Tensor) -> Tensor:
         """``min over x in the set of coefficients . x``: ``(B, S, D)`` -> ``(B, S)``."""
+        if self.norm == "linf":
+            return _box_minimum(coefficients, *self.box())
         return self._minimize(coefficients)[0]
 
     def quick_minimum(self, coefficients: Tensor) -> Tensor:
@@ -95,9 +97,8 @@ class InputSet:
         never below the ball's bound ``a . x0 - eps ||a||``. Exact for linf."""
         if self.norm == "linf":
             return self.minimum(coefficients)
-        a = coefficients
-        mu = a.detach().norm(dim=-1) / (2 * self.eps[:, None])
-        return _dual_value(a, self.center, self.eps, self.lower, self.upper, mu)
+        mu = _ball_mu(coefficients, self.eps)
+        return _dual_value(coefficients, self.center, self.eps, self.lower, self.upper, mu)
 
     def argmin(self, coefficients: Tensor) -> Tensor:
         """A point of the set attaining ``minimum`` per row: ``(B, S, D)``."""
@@ -106,10 +107,15 @@ class InputSet:
     def _minimize(self, a: Tensor) -> tuple[Tensor, Tensor]:
         if self.norm == "linf":
             low, high = self.box()
-            low, high = low[:, None, :], high[:, None, :]
-            value = (a * (low + high) / 2).sum(-1) - (a.abs() * (high - low) / 2).sum(-1)
-            return value, torch.where(a > 0, low, high).expand_as(a)
+            return _box_minimum(a, low, high), torch.where(a > 0, low[:, None], high[:, None])
         return _l2_minimum(a, self.center, self.eps, self.lower, self.upper)
+
+
+def _box_minimum(a: Tensor, low: Tensor, high: Tensor) -> Tensor:
+    """``min a . x`` over the box ``[low, high]`` (``(B, D)`` each): ``a . c - |a| . r``."""
+    center = ((low + high) / 2).unsqueeze(-1)
+    radius = ((high - low) / 2).unsqueeze(-1)
+    return (torch.bmm(a, center) - torch.bmm(a.abs(), radius))[..., 0]
 
 
 def _rows(bound: Tensor, index: Tensor) -> Tensor:
@@ -130,14 +136,33 @@ def _l2_minimum(
     picks mu); the bound ``g(mu)`` is evaluated in float64.
     """
     low, high = _step_bounds(center, eps, lower, upper)
-    room = torch.where(a < 0, high, -low).clamp_min(0.0)
-    mu = _optimal_mu(a.detach(), room, eps).to(a.dtype)
+    mu = _ball_mu(a, eps)
+    clipped = _clipped(a, mu, low, high)
+    if bool(clipped.any()):  # the ball's own minimiser leaves the bounds: sort those rows
+        rows, specs = clipped.nonzero(as_tuple=True)
+        picked = a.detach()[rows, specs][:, None, :]
+        room = torch.where(picked < 0, high[rows], -low[rows]).clamp_min(0.0)
+        mu = mu.clone()
+        mu[rows, specs] = _optimal_mu(picked, room, eps[rows])[:, 0].to(a.dtype)
     value, delta = _dual_value(a, center, eps, lower, upper, mu, with_step=True)
     # mu from the float32 search can leave delta a hair outside the ball: the bound g(mu)
     # is valid anyway; the point is scaled back in (the box contains 0, so it stays there)
     length = delta.norm(dim=-1, keepdim=True)
     inside = delta * torch.clamp(eps[:, None, None] / length.clamp_min(1e-300), max=1.0)
     return value, center[:, None, :] + inside
+
+
+def _ball_mu(a: Tensor, eps: Tensor) -> Tensor:
+    """The multiplier of the plain ball, ``||a|| / (2 eps)`` ``(B, S)`` (no gradient)."""
+    return a.detach().norm(dim=-1) / (2 * eps[:, None])
+
+
+def _clipped(a: Tensor, mu: Tensor, low: Tensor, high: Tensor) -> Tensor:
+    """Rows whose minimiser at ``mu`` (``-a / (2 mu)``) leaves the step bounds: there the
+    ball's multiplier is not optimal and the exact one must be searched."""
+    safe = torch.where(mu > 0, mu, 1.0)[..., None]
+    step = -a.detach() / (2 * safe)
+    return ((step < low) | (step > high)).any(dim=-1) & (mu > 0)
 
 
 def _step_bounds(

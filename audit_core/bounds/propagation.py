@@ -177,7 +177,7 @@ class BoundPropagation:
         monotone layer the interval of each output is exact given its input's interval,
         and CROWN cannot beat it."""
         if refine and self.refinable(node):
-            mask = self._unstable(node, here) if mask is None else mask
+            mask = self.unstable(node, here) if mask is None else mask
             if bool(mask.any()):
                 relax = (relaxations or {}).get(node)
                 here = self._refine(node, here, mask, inputs, done, splits, relax)
@@ -188,10 +188,6 @@ class BoundPropagation:
         return self.nodes[node].layer.kind in (LayerKind.AFFINE, LayerKind.INPUT)
 
     def unstable(self, node: int, bounds: Bounds) -> Tensor:
-        """Neurons of ``node`` unstable in some row of the batch, ``(*shape)``."""
-        return self._straddles(node, *bounds).any(dim=0)
-
-    def _unstable(self, node: int, bounds: Bounds) -> Tensor:
         """Neurons of ``node`` unstable in some row of the batch, ``(*shape)``."""
         return self._straddles(node, *bounds).any(dim=0)
 

@@ -102,7 +102,7 @@ def _bisect(
     return low
 
 
-ALPHA_REACH = 1.2
+ALPHA_REACH = 1.5
 
 
 def _halve(proven, low: Tensor, high: Tensor, steps: int, deadline: float) -> tuple[Tensor, Tensor]:

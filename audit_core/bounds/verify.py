@@ -75,9 +75,16 @@ class Verifier:
         self.output = len(propagation.nodes) - 1
         self.num_outputs = int(torch.tensor(propagation.shapes[-1]).prod())
 
+    @property
+    def logit_specs(self) -> int:
+        """Specs bounding the logits (for the slack's scale): none without a tolerance."""
+        return 2 * self.num_outputs if self.tolerance > 0 else 0
+
     def specs(self, labels: Tensor) -> Tensor:
         """Margin specs followed by ``+e_k`` and ``-e_k`` for every logit (for the slack)."""
         margins = margin_specs(self.num_outputs, labels)
+        if not self.logit_specs:
+            return margins.reshape(len(labels), margins.shape[1], *self.bp.shapes[-1])
         eye = torch.eye(self.num_outputs, dtype=torch.float64)
         logits = torch.cat([eye, -eye]).expand(len(labels), -1, -1)
         specs = torch.cat([margins, logits], dim=1)
@@ -98,7 +105,9 @@ class Verifier:
         return self._split(lower, len(specs[0]))
 
     def _split(self, lower: Tensor, total: int) -> MarginBounds:
-        count = total - 2 * self.num_outputs
+        count = total - self.logit_specs
+        if not self.logit_specs:
+            return MarginBounds(lower, torch.zeros(len(lower), dtype=lower.dtype))
         logit_low = lower[:, count : count + self.num_outputs]
         logit_high = -lower[:, count + self.num_outputs :]
         scale = torch.maximum(logit_low.abs(), logit_high.abs()).amax(dim=1).clamp_min(1.0)
