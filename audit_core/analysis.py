@@ -54,6 +54,10 @@ class Requirements:
     binary: bool = False
     """Two classes (one logit, or two logits)."""
     min_models: int = 1
+    layer_graph: bool = True
+    """Needs the model's layers (linearisation, bounds, weights); ``False`` for analyses
+    that only use forward and backward passes (``ctx.model.module``, ``graph.forward``), which
+    also run on models with ops the layer graph lacks (loaded through onnx2torch)."""
 
     def unmet(self, model: AuditedModel, data: AuditData | None, model_count: int) -> str | None:
         """Why the analysis cannot run on ``model``, or None when it can."""
@@ -62,6 +66,11 @@ class Requirements:
             return "needs audit data: pass --data FILE"
         if model_count < self.min_models:
             return f"needs at least {self.min_models} models in one run (got {model_count})"
+        if self.layer_graph and graph.missing_ops:
+            return (
+                f"needs the layer graph, which lacks {', '.join(graph.missing_ops)} "
+                "(the model runs through onnx2torch only)"
+            )
         if self.piecewise_linear and not graph.is_piecewise_linear:
             ops = sorted({n.layer.op for n in graph.nodes if n.layer.kind.value == "nonlinear"})
             return f"needs a piecewise-linear model ({', '.join(ops)} inside)"

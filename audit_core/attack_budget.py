@@ -14,7 +14,7 @@ torch), so that the table can be validated and listed without loading the attack
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 
 from audit_core.config import check_config
 
@@ -30,8 +30,8 @@ class MinimalAttackConfig:
     """PGD iterations per restart and bisection step."""
     restarts: int = 10
     """PGD starts per bisection step: the first from the best adversarial direction found so
-    far (rescaled into the ball), the others from uniform random points of the ball (Madry et
-    al. 2018)."""
+    far (rescaled into the ball), the second from the clean point, the others from uniform
+    random points of the ball (Madry et al. 2018)."""
     step_fraction: float = 0.08
     """PGD step size as a fraction of the radius (l2: length of a normalised-gradient step;
     linf: size of a sign step)."""
@@ -41,6 +41,9 @@ class MinimalAttackConfig:
     """A sample leaves the bisection once hi - lo <= bisection_rtol * hi."""
     deepfool_iter: int = 50
     """DeepFool iterations for the first adversarial point (Moosavi-Dezfooli et al. 2016)."""
+    deepfool_classes: int = 10
+    """Classes DeepFool linearises at each iterate: those with the largest logits besides
+    the label (one backward pass each; the paper's implementation uses 10)."""
     overshoot: float = 0.02
     """DeepFool overshoot (the line search removes it afterwards)."""
     line_search_steps: int = 40
@@ -48,9 +51,18 @@ class MinimalAttackConfig:
     search_radius: float = 0.0
     """PGD radius tried for samples DeepFool did not break; 0: the diameter of the input box
     in the norm, or 4 max(1, ||x||) without finite bounds."""
+    search_levels: int = 6
+    """Radii of the wide search, smallest first: the search radius times 2^-k for k =
+    search_levels - 1, ..., 0 (stops at the first radius where PGD finds a point)."""
+    effort: str = "auto"
+    """``full``: this budget as set, in float64; ``light``: at most 2 restarts, 20 steps,
+    5 bisection steps, 20 line-search steps, 20 DeepFool iterations and 4 search levels, in
+    float32 (every point found is verified in float64 and onnxruntime anyway); ``auto``:
+    light for models whose forward pass costs more than 1e8 multiply-adds per sample
+    (resnet18: 1.8e9), full below."""
     batch_size: int = 256
-    """Samples searched together (bounds the memory of DeepFool's Jacobian, batch_size x
-    classes x input size floats)."""
+    """Samples searched together (bounds the memory of DeepFool's gradients, batch_size x
+    deepfool_classes x input size floats)."""
 
     def __post_init__(self) -> None:
         check_config(
@@ -61,13 +73,32 @@ class MinimalAttackConfig:
                 "bisection_steps": 1,
                 "bisection_rtol": 0,
                 "deepfool_iter": 1,
+                "deepfool_classes": 1,
                 "overshoot": 0,
                 "line_search_steps": 0,
                 "search_radius": 0,
+                "search_levels": 1,
                 "batch_size": 1,
             },
             positive=("step_fraction",),
+            choices={"effort": EFFORTS},
         )
+
+    def effective(self, forward_macs: int) -> MinimalAttackConfig:
+        """The budget the search runs with on a model of ``forward_macs`` multiply-adds per
+        sample (``effort``: ``auto`` becomes ``full`` or ``light``)."""
+        effort = self.effort
+        if effort == "auto":
+            effort = "light" if forward_macs > LARGE_MODEL_MACS else "full"
+        if effort == "full":
+            return replace(self, effort="full")
+        caps = {name: min(getattr(self, name), cap) for name, cap in LIGHT_CAPS.items()}
+        return replace(self, effort="light", **caps)
+
+    @property
+    def float32(self) -> bool:
+        """Whether the search runs in float32 (``light``)."""
+        return self.effort == "light"
 
     def work_units(self, num_samples: int) -> int:
         """Total work units of the search on ``num_samples`` samples.
@@ -78,6 +109,19 @@ class MinimalAttackConfig:
         """
         return num_samples * (self.bisection_steps + 2)
 
+
+EFFORTS = ("auto", "full", "light")
+LARGE_MODEL_MACS = 1e8
+"""``effort = "auto"`` runs light above this many multiply-adds per sample and forward pass."""
+LIGHT_CAPS = {
+    "restarts": 2,
+    "steps": 20,
+    "bisection_steps": 5,
+    "line_search_steps": 20,
+    "deepfool_iter": 20,
+    "search_levels": 4,
+}
+"""The light budget: each key at most this value."""
 
 ATTACK_KEYS = frozenset(f.name for f in fields(MinimalAttackConfig))
 """The keys of the ``[attacks]`` table."""

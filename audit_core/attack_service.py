@@ -61,6 +61,8 @@ class AttackService:
         self.data = data
         self.seed = seed
         self.config = config or MinimalAttackConfig()
+        self.budget = self.config.effective(model.forward_macs)
+        """The budget the searches run with (``effort`` resolved for this model)."""
         self.searches = 0
         self._cache: dict[str, MinimalAdversarial] = {}
 
@@ -83,7 +85,7 @@ class AttackService:
 
     def work_units(self) -> int:
         """Work units of one search on the audit samples (for ``Progress.total``)."""
-        return self.config.work_units(0 if self.data is None else len(self.data))
+        return self.budget.work_units(0 if self.data is None else len(self.data))
 
     def cached(self, norm: str) -> bool:
         return norm in self._cache
@@ -92,13 +94,15 @@ class AttackService:
         import torch
 
         from audit_core.attacks import minimal_adversarial
+        from audit_core.torch_module import Float32Logits
 
+        module = self.model.module
         return minimal_adversarial(
-            self.model.module,
+            Float32Logits(module) if self.budget.float32 else module,
             torch.as_tensor(self.data.x, dtype=torch.float64),
             torch.as_tensor(self.data.y, dtype=torch.int64),
             norm=norm,
-            config=self.config,
+            config=self.budget,
             lower=self.data.lower,
             upper=self.data.upper,
             generator=torch.Generator().manual_seed(self.seed),

@@ -33,7 +33,7 @@ samples independently.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -266,12 +266,30 @@ def _is_adversarial(logits: torch.Tensor, y: torch.Tensor, tol: float) -> torch.
 
 
 def _margin_grad(model: Model, z: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, ...]:
-    """Logits at ``z`` and the gradient of the per-sample margin with respect to ``z``."""
+    """Logits at ``z``, the per-sample margin and its gradient with respect to ``z``.
+
+    The margin ``f_y - f_j`` (``j`` the best other class) is linear in the logits: one
+    backward pass with the output gradient ``e_y - e_j`` (no gather/scatter in the graph).
+    """
     z = z.detach().requires_grad_(True)
     with torch.enable_grad():
         logits = model(z)
-        grad = torch.autograd.grad(margin(logits, y).sum(), z)[0]
-    return logits.detach(), grad
+        seed = _margin_seed(logits.detach(), y)
+        grad = torch.autograd.grad(logits, z, grad_outputs=seed)[0]
+    return logits.detach(), (seed * logits.detach()).sum(1), grad
+
+
+def _margin_seed(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """``d margin / d logits`` per sample: ``e_y - e_j`` (``s`` for a single logit)."""
+    if logits.shape[1] == 1:
+        return (2.0 * y.to(logits.dtype) - 1.0)[:, None]
+    rows = torch.arange(logits.shape[0])
+    other = logits.clone()
+    other[rows, y] = -math.inf
+    seed = torch.zeros_like(logits)
+    seed[rows, y] = 1.0
+    seed[rows, other.argmax(1)] = -1.0
+    return seed
 
 
 def _finalize(
@@ -340,24 +358,28 @@ def pgd(
     lower: BoundLike = None,
     upper: BoundLike = None,
     generator: torch.Generator | None = None,
-    x_init: torch.Tensor | None = None,
+    x_init: torch.Tensor | Sequence[torch.Tensor] | None = None,
 ) -> AttackResult:
     """Projected gradient descent on the margin (Madry et al. 2018).
 
     Minimises the margin ``true logit - best other logit`` (the CW loss) over the
     ``norm`` ball of radius ``eps`` around each sample intersected with the bounds. Each
-    restart begins at a uniformly random point of the ball (the first at ``x_init``
-    projected into the ball, when given); steps follow the steepest-descent direction of
-    the norm (sign of the gradient for linf, normalised gradient for l2) and are then
-    projected. Restarts run side by side in one batch (as memory allows). A sample stops
-    as soon as one of its iterates is adversarial; otherwise the iterate with the
-    smallest margin over all restarts is kept.
+    restart begins at a uniformly random point of the ball except the first ones: the
+    points of ``x_init`` projected into the ball, or without ``x_init`` the clean point
+    ``x`` itself (on nets with flat regions a random start can see no gradient where the
+    clean point does); steps follow the steepest-descent direction of the norm (sign of
+    the gradient for linf, normalised gradient for l2) and are then projected. Restarts
+    run side by side in one batch (as memory allows). A sample stops as soon as one of
+    its iterates is adversarial; otherwise the iterate with the smallest margin over all
+    restarts is kept.
 
     Args:
         eps: radius, a float or a per-sample tensor ``(N,)``.
         step_size: float or ``(N,)``; default ``2.5 * eps / steps``.
         restarts: number of starts per sample.
-        x_init: optional starting points ``(N, *input_shape)`` for the first restart.
+        x_init: optional starting points ``(N, *input_shape)`` for the first restart, or a
+            sequence of such batches for the first ``len(x_init)`` restarts (``x`` itself is
+            a start: the clean point, Madry et al.'s deterministic start).
 
     Returns:
         :class:`AttackResult`; ``success`` also requires ``||x_adv - x|| <= eps``.
@@ -376,22 +398,32 @@ def pgd(
     radius = _safe_radius(x, eps_t, norm)
     gen = _generator(generator)
     group = max(1, _PGD_BATCH_ELEMENTS // max(1, x.numel()))
+    inits = _start_list(x_init) if x_init is not None else [x]
     for first in range(0, restarts, group):
         idx = (~done).nonzero().flatten()
         if idx.numel() == 0:
             break
-        init = None if first or x_init is None else x_init[idx].to(torch.float64)
         reps = min(group, restarts - first)
+        given = [s[idx].to(torch.float64) for s in inits[first : first + reps]]
         run = _PGDRun.replicate(
             model, x[idx], y[idx], radius[idx], step[idx], norm, box.take(idx), reps
         )
-        z, m, adv = run.execute(run.starts(init, gen), steps)
+        z, m, adv = run.execute(run.starts(given, gen), steps)
         best.update(idx, z, m)
         done[idx] |= adv
     return _finalize(model, x, y, best.x, box, norm, eps_t)
 
 
 _PGD_BATCH_ELEMENTS = 2**23
+
+
+def _start_list(x_init: torch.Tensor | Sequence[torch.Tensor] | None) -> list[torch.Tensor]:
+    """``pgd``'s given starting points as a list of batches (one per restart)."""
+    if x_init is None:
+        return []
+    if isinstance(x_init, torch.Tensor):
+        return [x_init]
+    return list(x_init)
 
 
 @dataclass
@@ -403,8 +435,11 @@ class _Best:
 
     def update(self, idx: torch.Tensor, z: torch.Tensor, score: torch.Tensor) -> None:
         better = score < self.score[idx]
-        self.x[idx[better]] = z[better]
-        self.score[idx[better]] = score[better]
+        if bool(better.all()) and idx.numel() == self.score.numel():
+            self.x[idx], self.score[idx] = z, score  # every row improves: no masked copy
+        elif bool(better.any()):
+            self.x[idx[better]] = z[better]
+            self.score[idx[better]] = score[better]
 
 
 @dataclass(frozen=True)
@@ -447,11 +482,13 @@ class _PGDRun:
         sub = (self.x[rows], self.y[rows], self.radius[rows], self.step[rows])
         return _PGDRun(self.model, *sub, self.norm, self.box.take(rows), self.owner[rows], self.n)
 
-    def starts(self, init: torch.Tensor | None, gen: torch.Generator) -> torch.Tensor:
-        """Starting points: ``init`` for the first replica (if given), random ones else."""
-        first = 0 if init is None else self.n
+    def starts(self, given: list[torch.Tensor], gen: torch.Generator) -> torch.Tensor:
+        """Starting points: ``given[r]`` for replica ``r`` (projected into the ball), random
+        points of the ball for the other replicas."""
+        first = min(len(given), self.x.shape[0] // max(self.n, 1)) * self.n
         delta = torch.empty_like(self.x)
-        if init is not None:
+        if first:
+            init = torch.cat(given)[:first]
             delta[:first] = _project(init - self.x[:first], self.radius[:first], self.norm)
         delta[first:] = _random_in_ball(self.x[first:], self.radius[first:], self.norm, gen)
         return self.box.clip(self.x + delta)
@@ -465,10 +502,12 @@ class _PGDRun:
         for t in range(steps + 1):
             if t == steps:
                 logits, grad = _logits(run.model, z), None
+                m = margin(logits, run.y)
             else:
-                logits, grad = _margin_grad(run.model, z, run.y)
-            best.update(rows, z, margin(logits, run.y))
-            adv[run.owner[_is_adversarial(logits, run.y, MARGIN_TOL)]] = True
+                logits, m, grad = _margin_grad(run.model, z, run.y)
+            best.update(rows, z, m)
+            # margin < -tol * scale implies a prediction other than y (see _is_adversarial)
+            adv[run.owner[m < -MARGIN_TOL * (1.0 + logits.abs().amax(1))]] = True
             keep = ~adv[run.owner]
             if grad is None or not bool(keep.any()):
                 break
@@ -571,76 +610,77 @@ def deepfool(
     norm: str = "l2",
     max_iter: int = 50,
     overshoot: float = 0.02,
+    classes: int = 10,
     lower: BoundLike = None,
     upper: BoundLike = None,
 ) -> AttackResult:
     """Multi-class DeepFool (Moosavi-Dezfooli et al. 2016, Algorithm 2).
 
-    At each iterate the classifier is linearised; for every class ``j != y`` the gap
-    ``f_j - f_y`` and its gradient ``w_j`` give the distance ``|f_j - f_y| / ||w_j||_*``
+    At each iterate the classifier is linearised; for every candidate class ``j != y`` the
+    gap ``f_j - f_y`` and its gradient ``w_j`` give the distance ``|f_j - f_y| / ||w_j||_*``
     to the linearised boundary (``||.||_*`` is the dual norm: l2 for l2, l1 for linf). The
-    closest boundary's minimal step is accumulated in ``r``, and the iterate is
-    ``clip(x + (1 + overshoot) r)``. A single-logit model has the one gap ``-s * logit``
-    with ``s = 2y - 1``. Samples stop once misclassified (or when every gradient vanishes).
+    closest boundary's minimal step ``r_i`` moves the iterate to
+    ``clip(z + (1 + overshoot) r_i)``: the iterate stays in the bounds at every step, so
+    the next linearisation is taken where the search really is (accumulating the steps
+    and clipping only ``x + r`` loses every component pushed past a bound). The
+    candidates are the ``classes`` classes with the largest logits besides ``y`` at the
+    current iterate (the paper's implementation uses the top 10): one backward pass each,
+    so the cost does not grow with the number of classes. A single-logit model has the one
+    gap ``-s * logit`` with ``s = 2y - 1``. Samples stop once misclassified (or when
+    every gradient vanishes).
     """
     _check_norm(norm)
     x, y = _as_inputs(x, y)
     box = _Box.make(x, lower, upper)
-    r_tot = torch.zeros_like(x)
     z = x.clone()
     active = (~_is_adversarial(_logits(model, x), y, 0.0)).nonzero().flatten()
     for _ in range(max_iter):
         if active.numel() == 0:
             break
-        logits, jac = _logits_and_jacobian(model, z[active])
-        step = _deepfool_step(logits, jac, y[active], norm)
-        moving = ~_is_adversarial(logits, y[active], MARGIN_TOL) & torch.isfinite(
-            _flatten(step)
-        ).all(1)
+        gaps, grads, crossed = _gap_gradients(model, z[active], y[active], max(1, classes))
+        step = _deepfool_step(gaps, grads, norm)
+        moving = ~crossed & torch.isfinite(_flatten(step)).all(1)
         active, step = active[moving], step[moving]
-        r_tot[active] += step
-        z[active] = box.take(active).clip(x[active] + (1.0 + overshoot) * r_tot[active])
+        z[active] = box.take(active).clip(z[active] + (1.0 + overshoot) * step)
     return _finalize(model, x, y, z, box, norm)
 
 
-def _logits_and_jacobian(model: Model, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Logits ``(n, K)`` and their Jacobian ``(n, K, *input_shape)`` (one backward per class)."""
+def _gap_gradients(
+    model: Model, z: torch.Tensor, y: torch.Tensor, classes: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Gaps ``f_j - f_y`` (``(n, c)``, < 0 while classified as ``y``) of the ``c`` classes
+    with the largest logits besides ``y``, their gradients ``(n, c, *input_shape)``, and
+    whether a gap is crossed beyond the margin tolerance (``(n,)``, as for every other
+    candidate of the attacks). One backward pass per candidate rank."""
     z = z.detach().requires_grad_(True)
     with torch.enable_grad():
         logits = model(z)
-        k = logits.shape[1]
-        rows = [
-            torch.autograd.grad(logits[:, j].sum(), z, retain_graph=j < k - 1)[0] for j in range(k)
+        rows = torch.arange(z.shape[0])
+        if logits.shape[1] == 1:
+            s = 2.0 * y.to(logits.dtype) - 1.0
+            gaps = (-s * logits[:, 0])[:, None]
+        else:
+            others = logits.detach().clone()
+            others[rows, y] = -math.inf
+            top = others.topk(min(classes, logits.shape[1] - 1), dim=1).indices
+            gaps = logits.gather(1, top) - logits[rows, y][:, None]
+        c = gaps.shape[1]
+        grads = [
+            torch.autograd.grad(gaps[:, j].sum(), z, retain_graph=j < c - 1)[0] for j in range(c)
         ]
-    return logits.detach(), torch.stack(rows, 1)
+    tol = MARGIN_TOL * (1.0 + logits.detach().abs().amax(1))
+    gaps = gaps.detach().to(torch.float64)
+    crossed = gaps.amax(1) > tol.to(torch.float64)
+    return gaps, torch.stack(grads, 1).to(torch.float64), crossed
 
 
-def _class_gaps(
-    logits: torch.Tensor, jac: torch.Tensor, y: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Gaps ``g_j`` (< 0 while classified as ``y``), their gradients, and a validity mask."""
-    n = logits.shape[0]
-    if logits.shape[1] == 1:
-        s = 2.0 * y.to(logits.dtype) - 1.0
-        return -s[:, None] * logits, -_bc(s, jac) * jac, torch.ones(n, 1, dtype=torch.bool)
-    rows = torch.arange(n)
-    gaps = logits - logits[rows, y][:, None]
-    grads = jac - jac[rows, y][:, None]
-    valid = torch.ones_like(gaps, dtype=torch.bool)
-    valid[rows, y] = False
-    return gaps, grads, valid
-
-
-def _deepfool_step(
-    logits: torch.Tensor, jac: torch.Tensor, y: torch.Tensor, norm: str
-) -> torch.Tensor:
+def _deepfool_step(gaps: torch.Tensor, grads: torch.Tensor, norm: str) -> torch.Tensor:
     """Minimal step onto the closest linearised boundary (``inf`` where none exists)."""
-    gaps, grads, valid = _class_gaps(logits, jac, y)
     n, k = gaps.shape
     flat = grads.reshape(n, k, math.prod(grads.shape[2:]))
     dual = torch.linalg.vector_norm(flat, 2, dim=2) if norm == "l2" else flat.abs().sum(2)
     ratio = gaps.abs() / dual
-    ratio = torch.where(valid & (dual > 0), ratio, torch.full_like(ratio, math.inf))
+    ratio = torch.where(dual > 0, ratio, torch.full_like(ratio, math.inf))
     best = ratio.argmin(1)
     rows = torch.arange(n)
     r, w = ratio[rows, best], grads[rows, best]
@@ -791,6 +831,7 @@ class _Search:
                 norm=self.norm,
                 max_iter=self.config.deepfool_iter,
                 overshoot=self.config.overshoot,
+                classes=self.config.deepfool_classes,
                 lower=self.box.take(idx).lower,
                 upper=self.box.take(idx).upper,
             )
@@ -798,9 +839,22 @@ class _Search:
         self.meter.add(self.x.shape[0])
 
     def _wide_search(self, idx: torch.Tensor) -> None:
+        """PGD at growing radii (``search_radius * 2^-k``, smallest first) for the samples
+        DeepFool missed, each from the clean point and random points, until one is found.
+
+        Starting small matters: at the full box radius a random start is noise over the
+        whole input, where a ReLU net can sit on a flat region (no gradient) far from any
+        boundary; from the clean point a small ball is searched along the model's own
+        gradients (mnist-net_256x2, image 9 of the corpus: found at linf 0.05 this way, never
+        from random starts at radius 1)."""
         if idx.numel():
             radius = self._search_radius(idx)
-            self._pgd(idx, radius)
+            for level in reversed(range(self.config.search_levels)):
+                open_ = idx[torch.isinf(self.best_d[idx])]
+                if open_.numel() == 0:
+                    break
+                scale = 2.0**-level
+                self._pgd(open_, scale * radius[torch.isinf(self.best_d[idx])])
         self.meter.add(self.x.shape[0])
 
     def _search_radius(self, idx: torch.Tensor) -> torch.Tensor:
@@ -826,6 +880,8 @@ class _Search:
             self.meter.add(self.x.shape[0])
 
     def _pgd(self, idx: torch.Tensor, radius: torch.Tensor, warm: bool = False) -> torch.Tensor:
+        """PGD at per-sample ``radius``; starts: the best point so far rescaled into the ball
+        (``warm``), the clean point, then random points; candidates go to ``_offer``."""
         cfg = self.config
         res = pgd(
             self.model,
@@ -839,7 +895,7 @@ class _Search:
             lower=self.box.take(idx).lower,
             upper=self.box.take(idx).upper,
             generator=self.gen,
-            x_init=self.best_x[idx] if warm else None,
+            x_init=[self.best_x[idx], self.x[idx]] if warm else [self.x[idx]],
         )
         return self._offer(idx[res.success], res.x_adv[res.success], res.success)
 

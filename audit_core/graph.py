@@ -95,6 +95,12 @@ class LayerGraph:
         return all(node.layer.kind is not LayerKind.NONLINEAR for node in self.nodes)
 
     @cached_property
+    def missing_ops(self) -> tuple[str, ...]:
+        """The ops a model loaded as one ``Opaque`` node has that the layer graph lacks
+        (empty for a real layer graph)."""
+        return tuple(op for node in self.nodes for op in getattr(node.layer, "missing", ()))
+
+    @cached_property
     def parameter_count(self) -> int:
         return sum(node.layer.parameter_count() for node in self.nodes)
 

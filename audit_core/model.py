@@ -51,6 +51,13 @@ class AuditedModel:
         except NotApplicable:
             return None
 
+    @cached_property
+    def forward_macs(self) -> int:
+        """Multiply-adds of one sample's forward pass (from the ONNX file: weighted ops)."""
+        from audit_core.cost import forward_macs
+
+        return forward_macs(self.loaded.proto, self.loaded.input_name, self.graph.input_shape)
+
     def relu_depth(self) -> int | None:
         """Number of affine layers of a plain affine/ReLU chain (2 for a one-hidden-layer net).
 

@@ -9,6 +9,7 @@ Softmax/Sigmoid is cut off before conversion, exactly as the layer graph does.
 
 from __future__ import annotations
 
+import copy
 import sys
 import types
 import warnings
@@ -38,7 +39,12 @@ class TorchModel:
 
 def logits_proto(proto: onnx.ModelProto, graph: LayerGraph) -> onnx.ModelProto:
     """A copy of ``proto`` whose only output is the layer graph's logits tensor."""
-    target = graph.nodes[-1].onnx_output
+    return proto_with_output(proto, graph.nodes[-1].onnx_output)
+
+
+def proto_with_output(proto: onnx.ModelProto, target: str) -> onnx.ModelProto:
+    """A copy of ``proto`` whose only output is tensor ``target`` (``proto`` itself when it
+    is the output already)."""
     if not target or target == proto.graph.output[0].name:
         return proto
     copy = onnx.ModelProto.FromString(proto.SerializeToString())
@@ -49,7 +55,12 @@ def logits_proto(proto: onnx.ModelProto, graph: LayerGraph) -> onnx.ModelProto:
 
 
 def build_torch_model(proto: onnx.ModelProto, graph: LayerGraph, has_batch: bool) -> TorchModel:
-    """onnx2torch module (float64, logits); the layer graph's own module if conversion fails."""
+    """onnx2torch module (float64, logits); the layer graph's own module if conversion fails.
+
+    A graph that is one ``Opaque`` node holds its onnx2torch module already."""
+    opaque = getattr(graph.nodes[-1].layer, "module", None)
+    if opaque is not None:
+        return TorchModel(opaque, "onnx2torch")
     try:
         module = _convert(logits_proto(proto, graph))
     except Exception as error:  # onnx2torch raises many types for unsupported models
@@ -59,7 +70,37 @@ def build_torch_model(proto: onnx.ModelProto, graph: LayerGraph, has_batch: bool
     return TorchModel(adapter, "onnx2torch")
 
 
+def opaque_module(
+    proto: onnx.ModelProto, logits: str, shape: tuple[int, ...], has_batch: bool
+) -> torch.nn.Module:
+    """The float64 onnx2torch logits module of a model the layer graph cannot express
+    (raises what onnx2torch raises when it cannot convert it)."""
+    module = _convert(proto_with_output(proto, logits))
+    return _BatchAdapter(module.double().eval(), shape, has_batch)
+
+
+def constant_identities_folded(proto: onnx.ModelProto) -> onnx.ModelProto:
+    """``proto`` with every ``Identity`` of an initializer replaced by a copy of that
+    initializer under the output's name (torch.onnx exports shared weights that way, and
+    onnx2torch looks weights up among the initializers only)."""
+    initializers = {i.name: i for i in proto.graph.initializer}
+    folded = [n for n in proto.graph.node if n.op_type == "Identity" and n.input[0] in initializers]
+    if not folded:
+        return proto
+    copy_ = onnx.ModelProto.FromString(proto.SerializeToString())
+    for node in folded:
+        tensor = onnx.TensorProto.FromString(initializers[node.input[0]].SerializeToString())
+        tensor.name = node.output[0]
+        copy_.graph.initializer.append(tensor)
+    keep = [n for n in copy_.graph.node if not (n.op_type == "Identity" and n.input[0] in
+            initializers)]  # fmt: skip
+    del copy_.graph.node[:]
+    copy_.graph.node.extend(keep)
+    return copy_
+
+
 def _convert(proto: onnx.ModelProto) -> torch.nn.Module:
+    proto = constant_identities_folded(proto)
     convert = onnx2torch_convert()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -103,6 +144,20 @@ def _upgrade(proto: onnx.ModelProto) -> onnx.ModelProto | None:
     if opset >= MIN_OPSET_FOR_ONNX2TORCH:
         return None
     return version_converter.convert_version(proto, MIN_OPSET_FOR_ONNX2TORCH)
+
+
+class Float32Logits(torch.nn.Module):
+    """A float32 copy of a logits module that takes and returns float64 (the attacks keep
+    their state in float64; the forward and backward passes run in float32, 2-3x faster on
+    CPU for convolutions). What an attack finds with it is verified in float64 and in
+    onnxruntime by the attack service."""
+
+    def __init__(self, module: torch.nn.Module) -> None:
+        super().__init__()
+        self.module = copy.deepcopy(module).float().eval()
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.module(x.to(torch.float32)).to(torch.float64)
 
 
 class _BatchAdapter(torch.nn.Module):

@@ -24,6 +24,7 @@ from audit_core.attacks import (
 from audit_core.labels import margin, predict
 
 DUAL = {"l2": 2, "linf": 1}
+FAST_SEARCH = MinimalAttackConfig(restarts=2, bisection_steps=6)
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -399,3 +400,44 @@ def test_invalid_arguments() -> None:
         deepfool(model, x + 2.0, y, lower=0.0, upper=1.0)
     with pytest.raises(ValueError, match="eps"):
         pgd(model, x, y, torch.ones(3), norm="l2")
+
+
+@pytest.fixture(scope="module")
+def mnist_256x2():
+    """The corpus's mnist-net_256x2 (onnx2torch, float64) and its 15 images in [0, 1]."""
+    from audit_core.model import open_model
+    from tests.helpers import corpus
+
+    samples = np.load(corpus("mnistfc/mnist_samples.npz"))
+    x = np.clip(samples["x"].astype(np.float64), 0.0, 1.0)
+    path = corpus("mnistfc/mnist-net_256x2.onnx")
+    model = open_model(path, "256x2", x, np.random.default_rng(0), sample_shape=x.shape[1:])
+    return model.module, torch.from_numpy(x), torch.as_tensor(samples["y"]).long()
+
+
+@pytest.mark.parametrize("norm", ["l2", "linf"])
+def test_minimal_search_finds_image_9_of_the_corpus(mnist_256x2, norm: str) -> None:
+    """Image 9 sits on a flat region of the net: random starts in a large ball see no
+    gradient, DeepFool stalls, while PGD-linf from the clean point breaks it at eps 0.05
+    (the VNN-COMP ground truth says violated). The search must find it in both norms."""
+    model, x, y = mnist_256x2
+    x9, y9 = x[9:10], y[9:10]
+    res = minimal_adversarial(
+        model, x9, y9, norm=norm, lower=0.0, upper=1.0, generator=_gen(), config=FAST_SEARCH
+    )
+    assert bool(res.found[0])
+    _assert_verified(model, x9, y9, res, 0.0, 1.0)
+    if norm == "linf":
+        assert res.distance[0] <= 0.05
+
+
+def test_deepfool_top_classes_match_all_classes(mnist_256x2) -> None:
+    """With as many candidate classes as there are, top-k DeepFool is the full algorithm;
+    with fewer it still returns verified points."""
+    model, x, y = mnist_256x2
+    full = deepfool(model, x, y, norm="l2", classes=9, lower=0.0, upper=1.0)
+    same = deepfool(model, x, y, norm="l2", classes=20, lower=0.0, upper=1.0)
+    few = deepfool(model, x, y, norm="l2", classes=2, lower=0.0, upper=1.0)
+    assert torch.equal(full.distance, same.distance)
+    assert bool(few.success.any())
+    assert bool((predict(model(few.x_adv[few.success])) != y[few.success]).all())

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+import torch
 from google.protobuf.message import DecodeError
 from onnx import helper, numpy_helper
 from onnx.reference import ReferenceEvaluator
@@ -20,6 +21,7 @@ from onnx.reference import ReferenceEvaluator
 from audit_core.errors import ModelLoadError
 from audit_core.graph import LayerGraph, Node
 from audit_core.layers import Sigmoid, Softmax
+from audit_core.layers.opaque import Opaque
 from audit_core.onnx_import.builder import GraphBuilder
 from audit_core.onnx_import.fusion import fuse_affine, prune
 from audit_core.onnx_import.registry import (
@@ -185,7 +187,8 @@ def _convert(
         _convert_node(node_proto, opsets, builder, values, problems)
     output = values.get(proto.graph.output[0].name)
     graph_output = _output_index(output, problems)
-    _report_problems(problems, path)
+    if problems:
+        return _opaque_graph(proto, builder.nodes[0], has_batch, problems, path)
     return _finish(builder.nodes, graph_output, path)
 
 
@@ -271,14 +274,60 @@ def _output_index(output: Value | None, problems: list[tuple[str, str]]) -> int:
     return output.index
 
 
-def _report_problems(problems: list[tuple[str, str]], path: Path) -> None:
-    if not problems:
-        return
+def _problem_labels(problems: list[tuple[str, str]]) -> tuple[str, ...]:
+    """``("HardSwish (opset 17) x19", ...)``: each unsupported op once, with its count."""
     counts = Counter(label for label, _ in problems)
-    listed = ", ".join(f"{label} x{n}" if n > 1 else label for label, n in counts.items())
+    return tuple(f"{label} x{n}" if n > 1 else label for label, n in counts.items())
+
+
+def _problems_text(problems: list[tuple[str, str]]) -> str:
     details = "; ".join(detail for _, detail in problems[:6])
     more = f"; and {len(problems) - 6} more" if len(problems) > 6 else ""
-    raise ModelLoadError(f"{path}: unsupported ops: {listed} [{details}{more}]")
+    return f"unsupported ops: {', '.join(_problem_labels(problems))} [{details}{more}]"
+
+
+def _opaque_graph(
+    proto: onnx.ModelProto,
+    input_node: Node,
+    has_batch: bool,
+    problems: list[tuple[str, str]],
+    path: Path,
+) -> LayerGraph:
+    """The model as one ``Opaque`` node run by onnx2torch, when the layer graph lacks ops.
+
+    A trailing Softmax/Sigmoid/LogSoftmax is kept aside as for every model. Refused (with
+    every unsupported op listed) when onnx2torch cannot convert the model either.
+    """
+    from audit_core.torch_module import opaque_module
+
+    logits_name, activation = _logits_output(proto)
+    try:
+        module = opaque_module(proto, logits_name, input_node.shape, has_batch)
+        with torch.no_grad():
+            classes = module(torch.zeros((2, *input_node.shape), dtype=torch.float64)).shape[1]
+    except Exception as error:  # onnx2torch raises many types for models it cannot convert
+        first = (str(error).strip().splitlines() or [""])[0]
+        raise ModelLoadError(
+            f"{path}: {_problems_text(problems)}; onnx2torch cannot convert the model either "
+            f"({type(error).__name__}: {first})"
+        ) from error
+    params = sum(int(np.prod(i.dims)) for i in proto.graph.initializer)
+    layer = Opaque(module=module, missing=_problem_labels(problems), parameters=params)
+    node = Node("onnx2torch", layer, (0,), (int(classes),), (), logits_name)
+    return LayerGraph((input_node, node), activation, path.stem)
+
+
+_ACTIVATION_OPS = {"Softmax": "softmax", "LogSoftmax": "log_softmax", "Sigmoid": "sigmoid"}
+
+
+def _logits_output(proto: onnx.ModelProto) -> tuple[str, str | None]:
+    """The tensor holding the logits: the graph output, or the input of a final
+    Softmax/LogSoftmax/Sigmoid (then also that activation's name)."""
+    output = proto.graph.output[0].name
+    last = next((n for n in proto.graph.node if output in n.output), None)
+    if last is not None and last.op_type in _ACTIVATION_OPS and len(proto.graph.node) > 1:
+        return last.input[0], _ACTIVATION_OPS[last.op_type]
+    return output, None
 
 
 def _finish(nodes: list[Node], output: int, path: Path) -> LayerGraph:

@@ -56,7 +56,7 @@ class AttackBound(Analysis):
         Reference("moosavi2016", "DeepFool"),
         Reference("singla2019", "Section 5 (attack upper bounds)"),
     )
-    requires = Requirements(data=True)
+    requires = Requirements(data=True, layer_graph=False)
     Config = AttackBoundConfig
 
     def run(self, ctx: AuditContext) -> Iterable[Finding]:

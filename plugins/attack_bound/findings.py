@@ -123,6 +123,7 @@ def distance_finding(ctx: AuditContext, r: AttackDistances) -> Finding:
         ],
         evidence=Evidence(
             summaries=(summarize("attack_distance", values, ctx.norm),),
+            notes=(_budget_note(ctx),),
             examples=examples,
             plots=(
                 histogram(
@@ -135,6 +136,19 @@ def distance_finding(ctx: AuditContext, r: AttackDistances) -> Finding:
             ),
         ),
     )
+
+
+def _budget_note(ctx: AuditContext) -> str:
+    """Which budget the search ran with (``[attacks] effort``, resolved for this model)."""
+    budget = ctx.attacks.budget
+    text = (
+        f"Search budget: {budget.effort} effort ({budget.restarts} restarts x {budget.steps} "
+        f"PGD steps, {budget.bisection_steps} bisection steps, DeepFool over the top "
+        f"{budget.deepfool_classes} classes"
+    )
+    if budget.float32:
+        text += f"; float32 search on a model of {ctx.model.forward_macs:.2g} multiply-adds"
+    return text + "); every example verified in float64 and onnxruntime."
 
 
 def _clean_text(ctx: AuditContext, clean: float) -> str:

@@ -255,7 +255,7 @@ class ModelTransfer(Analysis):
     )
     tags = ("empirical", "transfer", "attack")
     references = (Reference(PAPER, "Section 7"), Reference(PAPER, "Section 6"))
-    requires = Requirements(data=True, min_models=2)
+    requires = Requirements(data=True, min_models=2, layer_graph=False)
     Config = ModelTransferConfig
     multi_model = True
 
