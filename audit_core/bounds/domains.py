@@ -91,33 +91,59 @@ class Bounded:
 
 
 class Pool:
-    """The live subdomains as one tensor per field (rows are subdomains)."""
+    """The live subdomains, one preallocated tensor per field (rows are slots). Taken
+    slots are reused by later subdomains, so a step costs the batch it moves, not the
+    size of the pool; the storage doubles when full."""
 
     def __init__(self) -> None:
         self.fields: dict[str, Tensor] = {}
+        self.alive = torch.zeros(0, dtype=torch.bool)
+        self.free: list[int] = []
 
     def __len__(self) -> int:
-        return 0 if not self.fields else len(self.fields["lower"])
+        return int(self.alive.sum())
 
     @property
     def lower(self) -> Tensor:
-        return self.fields["lower"]
+        """The bounds of the live subdomains."""
+        return self.fields["lower"][self.alive]
+
+    def nbytes(self) -> int:
+        """Bytes held by the storage."""
+        return sum(v.element_size() * v.numel() for v in self.fields.values())
 
     def add(self, domains: dict[str, Tensor]) -> None:
-        if not len(domains["lower"]):
+        count = len(domains["lower"])
+        if not count:
             return
-        if not self.fields:
-            self.fields = dict(domains)
-            return
-        self.fields = {k: torch.cat([self.fields[k], domains[k]]) for k in self.fields}
+        slots = self._slots(count, domains)
+        for key, value in domains.items():
+            self.fields[key][slots] = value
+        self.alive[slots] = True
+
+    def _slots(self, count: int, like: dict[str, Tensor]) -> Tensor:
+        while len(self.free) < count:
+            self._grow(like)
+        slots, self.free = self.free[-count:], self.free[:-count]
+        return torch.tensor(slots, dtype=torch.long)
+
+    def _grow(self, like: dict[str, Tensor]) -> None:
+        size = len(self.alive)
+        extra = max(size, 64)
+        for key, value in like.items():
+            block = torch.zeros((extra, *value.shape[1:]), dtype=value.dtype)
+            self.fields[key] = torch.cat([self.fields[key], block]) if key in self.fields else block
+        self.alive = torch.cat([self.alive, torch.zeros(extra, dtype=torch.bool)])
+        self.free = list(range(size + extra - 1, size - 1, -1)) + self.free
 
     def lowest(self, count: int) -> Tensor:
-        count = min(count, len(self))
-        return torch.topk(self.lower, count, largest=False).indices
+        """Slots of the ``count`` live subdomains with the lowest bounds."""
+        lower = torch.where(self.alive, self.fields["lower"], torch.inf)
+        return torch.topk(lower, min(count, len(self)), largest=False).indices
 
     def take(self, rows: Tensor) -> dict[str, Tensor]:
+        """The subdomains in slots ``rows``, removed from the pool."""
         chosen = {k: v[rows] for k, v in self.fields.items()}
-        keep = torch.ones(len(self), dtype=torch.bool)
-        keep[rows] = False
-        self.fields = {k: v[keep] for k, v in self.fields.items()}
+        self.alive[rows] = False
+        self.free.extend(rows.tolist())
         return chosen

@@ -53,14 +53,14 @@ misclassifies the point (the search's counterexamples must pass it)."""
 class SearchBudget:
     """Limits of one search. ``branches``: subdomains bounded (the deterministic limit:
     the same search on the same machine always gives the same answer); ``seconds``: wall
-    clock cap; ``max_domains``: live subdomains kept (memory); ``batch``: subdomains split
+    clock cap; ``memory``: bytes the live subdomains may hold; ``batch``: subdomains split
     per step; ``iterations``: alpha/beta steps per bound (``root_iterations`` at the
     root); ``candidates``: neurons tried per split (filtered smart branching; 1: the best
     intercept score)."""
 
     branches: int = 100_000
     seconds: float = 1.0
-    max_domains: int = 20_000
+    memory: int = 2 * 2**30
     batch: int = 64
     iterations: int = 8
     candidates: int = 1
@@ -186,7 +186,7 @@ class _Run:
         pool.add(result.keep(result.lower <= self.slack))
         stuck_margin = float("inf")
         while len(pool):
-            spent = self.branches >= self.budget.branches or len(pool) > self.budget.max_domains
+            spent = self.branches >= self.budget.branches or pool.nbytes() > self.budget.memory
             self.timed_out = not spent and time.perf_counter() > self.deadline
             if spent or self.timed_out:
                 low = min(float(pool.lower.min()), stuck_margin + self.slack)
