@@ -17,17 +17,38 @@ Tensor = torch.Tensor
 
 
 def into_set(points: Tensor, exact: InputSet) -> Tensor:
-    """``points`` moved into the (uninflated) set: clipped to its box (linf) or pulled
-    towards the centre onto the ball (l2; the bounds contain the centre, so they hold)."""
+    """``points`` moved into the (uninflated) set as float32 values, the precision the
+    deployed runtime is fed: clipped to its box (linf) or pulled towards the centre onto
+    the ball (l2), then rounded to float32 values that lie inside the set when measured
+    in float64. Rows with no such point near them (an eps below float32's spacing) are
+    dropped, so every row returned is a point of the set exactly."""
     center = exact.center[:1]
+    lower, upper = _float32_within(exact.lower, exact.upper)
     if exact.norm == "linf":
-        low, high = exact.box()
-        return torch.minimum(torch.maximum(points, low[:1]), high[:1])
+        low, high = _float32_within(*exact.box())
+        if bool((low[:1] > high[:1]).any()):  # thinner than float32's spacing somewhere
+            return points[:0]
+        return torch.minimum(torch.maximum(points.float().double(), low[:1]), high[:1])
     step = points - center
     length = step.norm(dim=1, keepdim=True)
     scale = torch.clamp(exact.eps[:1, None] / length.clamp_min(1e-300), max=1.0)
-    inside = center + step * scale
-    return torch.minimum(torch.maximum(inside, exact.lower), exact.upper)
+    for shrink in (0.0, 2.0**-22, 2.0**-18, 2.0**-14, 2.0**-10):
+        inside = (center + step * scale * (1 - shrink)).float().double()
+        inside = torch.minimum(torch.maximum(inside, lower), upper)
+        # a margin of 1e-12 so that any other summation order agrees the point is inside
+        within = (inside - center).norm(dim=1) * (1 + 1e-12) <= exact.eps[0]
+        if bool(within.all()):
+            break
+    return inside[within]
+
+
+def _float32_within(low: Tensor, high: Tensor) -> tuple[Tensor, Tensor]:
+    """The float32 values closest to ``[low, high]`` from inside it, as float64."""
+    low32, high32 = low.float(), high.float()
+    up, down = torch.full_like(low32, torch.inf), torch.full_like(high32, -torch.inf)
+    low32 = torch.where(low32.double() < low, torch.nextafter(low32, up), low32)
+    high32 = torch.where(high32.double() > high, torch.nextafter(high32, down), high32)
+    return low32.double(), high32.double()
 
 
 @dataclass
