@@ -100,6 +100,21 @@ def test_audit_on_a_two_layer_zoo_model_reports_both_certificates_and_exports(
     assert _metric(gap, "certified_fraction[bound-propagation]") >= _metric(
         gap, "certified_fraction[simplex]"
     )
+    # per method: the fractions at every eps, the median ratio to the attack and the time
+    for method in ("simplex", "decision-boundary", "bound-propagation", "complete-search"):
+        for suffix in ("", "@0.3"):
+            kinds = ("certified", "non_robust", "undecided")
+            total = sum(_metric(gap, f"{kind}_fraction[{method}]{suffix}") for kind in kinds)
+            assert total == pytest.approx(1.0)
+        assert 0 <= _metric(gap, f"median_ratio[{method}]") <= 1
+        assert _metric(gap, f"seconds_per_sample[{method}]") > 0
+    assert _metric(gap, "median_ratio[complete-search]") > _metric(gap, "median_ratio[simplex]")
+    assert _metric(gap, "certified_fraction[bound-propagation]@0.3") == pytest.approx(
+        np.mean(correct & (arrays["bp_radius"] >= 0.3))
+    )
+    assert _metric(gap, "certified_fraction[complete-search]@0.3") == pytest.approx(
+        np.mean(verdict[1] == 1)
+    )
     examples = findings["simplex"]["evidence"]["examples"]
     radii = [e["values"]["certified_radius"] for e in examples]
     assert radii == sorted(radii) and radii[0] == arrays["certified_radius"][correct].min()
