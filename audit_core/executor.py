@@ -429,7 +429,7 @@ class DaskExecutor(Executor):
             for i, task in enumerate(tasks)
         ]
         try:
-            for future in as_completed(futures):
+            for future in as_completed(futures, loop=self.client.loop):
                 yield future.result()
         except KilledWorker as error:
             self.client.cancel(futures, force=True)

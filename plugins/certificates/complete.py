@@ -29,7 +29,6 @@ import torch
 
 from audit_core.analysis import AuditContext
 from audit_core.attacks import numpy_distance
-from audit_core.executor import Shared, not_run
 from audit_core.bounds.propagation import BoundPropagation
 from audit_core.bounds.radius import RadiusBudget, certified_radius
 from audit_core.bounds.search import (
@@ -42,6 +41,7 @@ from audit_core.bounds.search import (
 )
 from audit_core.bounds.verify import Verifier
 from audit_core.errors import NotApplicable
+from audit_core.executor import Shared, not_run
 from audit_core.labels import predict
 from audit_core.model import AuditedModel
 
