@@ -10,7 +10,8 @@
   radius nor the attack settles: certified, proven non-robust (a point of the ball that
   onnxruntime misclassifies) or undecided when its budget runs out; then, budget left,
   a search at ``(1 - exact_tolerance)`` times the attack distance, which when certified
-  closes the gap: the radius is exact to that tolerance.
+  closes the gap (the radius is exact to that tolerance), and when undecided is
+  followed by a bisection that raises the proven radius as far as the budget allows.
 
 Budgets are wall-clock (per search and for the whole analysis): the radii and verdicts
 reported are those proven when time ran out.
@@ -424,6 +425,11 @@ def _search_one(
     )
 
 
+GAP_SEARCHES = 6
+"""Gap-closing searches per sample: one just below the closest adversarial distance,
+then bisection between the largest proven radius and the smallest undecided eps."""
+
+
 def _gap_searches(
     state: _BoundsData,
     unit: tuple[int, float, float, float, float],
@@ -431,22 +437,32 @@ def _gap_searches(
     deadline: float | None,
     tolerance: float,
 ) -> list[tuple[float, SearchOutcome | None]]:
-    """The gap-closing searches of one sample (a unit of the executor): at ``(1 -
-    tolerance)`` times the closest adversarial distance known, moving down to each closer
-    counterexample, until one is certified or undecided, or the budget is spent."""
+    """The gap-closing searches of one sample (a unit of the executor). The first runs at
+    ``(1 - tolerance)`` times the closest adversarial distance known: certified, the
+    radius is exact to the tolerance. Left undecided, the next ones bisect between the
+    largest radius proven and the smallest eps left undecided, so the proven radius grows
+    with every search that succeeds (anytime); a counterexample moves the distance down.
+    At most ``GAP_SEARCHES`` searches, until the gap is below the tolerance or the budget
+    is spent."""
     sample, proven, upper, found, closest = unit
+    low, hard = max(proven, found), float("inf")
     outcomes: list[tuple[float, SearchOutcome | None]] = []
-    while max(proven, found) < (1 - tolerance) * upper:
-        eps = (1 - tolerance) * upper
+    for _ in range(GAP_SEARCHES):
+        ceiling = (1 - tolerance) * upper
+        if low >= ceiling or min(hard, ceiling) - low <= tolerance * upper:
+            break
+        eps = ceiling if hard > ceiling else (low + hard) / 2
         outcome = _search_one(state, (sample, eps), budget, deadline)
         outcomes.append((eps, outcome))
-        if outcome is None or outcome.verdict == UNDECIDED:
+        if outcome is None:
             break
         if outcome.verdict == CERTIFIED:
-            found = max(found, eps)
-        if outcome.verdict == NON_ROBUST:
+            low = eps
+        elif outcome.verdict == NON_ROBUST:
             closest = min(closest, _distance(state, sample, outcome.counterexample))
             upper = min(upper, closest)
+        else:
+            hard = eps
     return outcomes
 
 
