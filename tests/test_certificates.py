@@ -311,3 +311,24 @@ def test_linf_non_robust_fraction_counts_the_linf_attack(run_audit) -> None:
     broken = attack["clean_accuracy"] - attack["robust_accuracy"]
     assert broken > 0  # VNN-COMP: properties 7 and 14 are violated at 0.03
     assert gap["non_robust_fraction"] >= broken - 1e-12
+
+
+def test_gap_closing_bisection_raises_radii_the_first_search_cannot_close(run_audit, tmp_path):
+    """With searches of 10 subdomains the search just below the attack distance is mostly
+    undecided; the bisection that follows still proves radii beyond bound propagation's,
+    and every one stays below the closest adversarial example."""
+    run = run_audit(
+        zoo.model_path("digits_mlp3"), "--samples", "20", "--only", "certificates",
+        "--export", "exp", "-o", "certificates.effort=thorough",
+        "-o", "certificates.search_branches=10", "-o", "certificates.alpha_iterations=0",
+        "-o", "certificates.root_iterations=0",
+    )  # fmt: skip
+    assert run.exit_code in (0, 1), run.stderr
+    arrays = np.load(tmp_path / "exp" / "certificates.npz")
+    correct = arrays["predicted"] == arrays["label"]
+    search, bp = arrays["search_radius"], arrays["bp_radius"]
+    raised = correct & (search > 1.001 * bp) & ~arrays["search_exact"]
+    assert raised.sum() >= 3, (search, bp)
+    assert (arrays["best_radius"] >= bp - 1e-12).all()
+    found = correct & np.isfinite(arrays["attack_distance"])
+    assert (arrays["best_radius"][found] < arrays["attack_distance"][found]).all()
