@@ -38,6 +38,7 @@ if TYPE_CHECKING:  # type-only: listing plugins (``audit plugins``) must not imp
 
     from audit_core.attack_service import AttackService
     from audit_core.data import AuditData
+    from audit_core.executor import Executor
     from audit_core.model import AuditedModel
 
 NAME_PATTERN = re.compile(r"^[a-z][a-z0-9]*(-[a-z0-9]+)*$")
@@ -147,6 +148,11 @@ class AuditContext:
     attacks: AttackService
     """The run's attack service for this model: ``attacks.minimal(norm, progress)`` is the
     one cached minimal-norm search per norm, with the run's ``[attacks]`` budget."""
+    executor: Executor = field(default_factory=lambda: _serial())
+    """The run's executor (``--workers``, ``--scheduler``): ``executor.map(function, units,
+    shared=executor.share(state), progress=..., deadline=...)`` runs independent units
+    (batches of samples, pairs) in worker processes or on a Dask cluster, results in unit
+    order (see ``audit_core.executor``)."""
     exports: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
 
     @property
@@ -201,6 +207,12 @@ class AuditContext:
             references=extra.pop("references", self.analysis.references),
             **extra,
         )
+
+
+def _serial() -> Executor:
+    from audit_core.executor import Executor
+
+    return Executor(1)
 
 
 class Analysis:

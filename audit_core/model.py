@@ -68,6 +68,12 @@ class AuditedModel:
         except NotApplicable:
             return None
 
+    def __reduce__(self) -> tuple:
+        """Pickled as the model bytes and layer graph (``loaded``) with the fidelity numbers:
+        a worker process rebuilds the torch module and the onnxruntime session, once per
+        process and model (``audit_core.executor``), and does not repeat the check."""
+        return _rebuilt, (self.name, self.loaded, self.fidelity)
+
     def info(self, accuracy: float | None = None) -> ModelInfo:
         return ModelInfo(
             name=self.name,
@@ -86,6 +92,17 @@ class AuditedModel:
             metadata={str(k): str(v) for k, v in self.loaded.metadata.items()},
             torch_source=self.torch_model.source,
         )
+
+
+def _rebuilt(name: str, loaded: LoadedModel, fidelity: FidelityReport) -> AuditedModel:
+    """An unpickled ``AuditedModel``: its module and session built again (cached)."""
+    from audit_core.executor import worker_cache
+
+    def build() -> AuditedModel:
+        torch_model = build_torch_model(loaded.proto, loaded.graph, loaded.has_batch)
+        return AuditedModel(name, loaded, torch_model, fidelity, OrtRunner(loaded))
+
+    return worker_cache(("model", loaded.sha256, name), build)
 
 
 def bundled_dataset(loaded: LoadedModel) -> Path | None:

@@ -87,6 +87,9 @@ class AnalysisRun:
     headline: str = ""
     description: str = ""
     """What the analysis checks (``Analysis.description``), shown in its report section."""
+    units: dict[str, int] = field(default_factory=dict)
+    """Units of independent work (batches of samples, pairs, searches) run per place: the
+    main process, a local worker process, or a Dask worker's address."""
 
 
 @dataclass(frozen=True)
@@ -107,6 +110,9 @@ class AuditReport:
     analyses: tuple[AnalysisRun, ...]
     findings: tuple[Finding, ...]
     schema_version: str = REPORT_SCHEMA_VERSION
+    execution: dict[str, Any] = field(default_factory=dict)
+    """Where the analyses' units ran: executor kind (serial, processes, dask), worker count,
+    scheduler address, memory budget per batch (MiB)."""
 
     def gate_failures(self) -> tuple[Finding, ...]:
         """Findings that fail the ``--fail-on`` gate (empty when ``fail_on`` is ``never``):

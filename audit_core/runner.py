@@ -32,6 +32,7 @@ from audit_core.data import (
     with_label_file,
 )
 from audit_core.errors import AuditError, ConfigError, DataError, ExitCode, NotApplicable
+from audit_core.executor import Executor, make_executor
 from audit_core.findings import RUN_WIDE, Evidence, Finding, Method, Severity, Status, finding_id
 from audit_core.model import AuditedModel, audited, bundled_dataset
 from audit_core.onnx_import import LoadedModel, load_onnx
@@ -93,28 +94,9 @@ def run_audit(
     """
     started, clock = _now(), time.perf_counter()
     plan = _plan(settings, host)
-    models, data = load_models_and_data(settings, ui, host, raw_data)
-    runs: list[AnalysisRun] = []
-    findings: list[Finding] = []
-    exports: dict[tuple[str, str], dict[str, np.ndarray]] = {}
-    attack_services = {m.name: AttackService(m, data, settings.seed, plan.attacks) for m in models}
-    for analysis in plan.analyses:
-        targets = models[:1] if analysis.multi_model else models
-        for model in targets:
-            run, found, exported = _run_one(
-                analysis,
-                model,
-                models,
-                data,
-                plan.configs[analysis.name],
-                settings,
-                attack_services[model.name],
-                ui,
-                host,
-            )
-            runs.append(run)
-            findings.extend(found)
-            exports.update({(run.model, name): arrays for name, arrays in exported.items()})
+    with make_executor(settings.workers, settings.scheduler, settings.memory_budget) as executor:
+        models, data = load_models_and_data(settings, ui, host, raw_data)
+        runs, findings, exports = _run_all(plan, models, data, settings, ui, host, executor)
     report = AuditReport(
         tool_version=__version__,
         started_at=started,
@@ -129,8 +111,46 @@ def run_audit(
         plugins=host.plugin_infos(),
         analyses=tuple(runs),
         findings=tuple(findings),
+        execution=executor.info().as_dict(),
     )
     return RunOutcome(report, exports)
+
+
+def _run_all(
+    plan: _Plan,
+    models: list[AuditedModel],
+    data: AuditData | None,
+    settings: Settings,
+    ui: RunUI,
+    host: PluginHost,
+    executor: Executor,
+) -> tuple[list[AnalysisRun], list[Finding], dict[tuple[str, str], dict[str, np.ndarray]]]:
+    """Every planned analysis on every model (once on all models for a multi-model one)."""
+    runs: list[AnalysisRun] = []
+    findings: list[Finding] = []
+    exports: dict[tuple[str, str], dict[str, np.ndarray]] = {}
+    services = {
+        m.name: AttackService(m, data, settings.seed, plan.attacks, executor) for m in models
+    }
+    for analysis in plan.analyses:
+        targets = models[:1] if analysis.multi_model else models
+        for model in targets:
+            run, found, exported = _run_one(
+                analysis,
+                model,
+                models,
+                data,
+                plan.configs[analysis.name],
+                settings,
+                services[model.name],
+                ui,
+                host,
+            )
+            run = replace(run, units=executor.take_units())
+            runs.append(run)
+            findings.extend(found)
+            exports.update({(run.model, name): arrays for name, arrays in exported.items()})
+    return runs, findings, exports
 
 
 # ------------------------------------------------------------------ planning
@@ -325,6 +345,7 @@ def _context(
         generator=torch.Generator().manual_seed(int(np.random.default_rng(seed).integers(2**62))),
         progress=ui.start(analysis, RUN_WIDE if analysis.multi_model else model.name),
         attacks=attacks,
+        executor=attacks.executor,
     )
 
 

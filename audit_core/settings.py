@@ -47,6 +47,13 @@ class Settings:
     export: str | None = None
     bounds: tuple[float, float] | None = None
     fidelity_tolerance: float = 1e-4
+    workers: int = 0
+    """Local worker processes for the analyses' independent units (0: all local cores;
+    1: serial, in this process). Ignored with ``scheduler`` (the cluster's workers run)."""
+    scheduler: str | None = None
+    """Address of an existing Dask distributed scheduler (``tcp://host:8786``)."""
+    memory_budget: int = 1024
+    """Working memory of one batch of units, per worker process, in MiB."""
     analysis_options: dict[str, dict[str, Any]] = field(default_factory=dict)
     config_file: str | None = None
 
@@ -161,6 +168,25 @@ def parse_bounds(value: Any, where: str) -> tuple[float, float]:
     return lower, upper
 
 
+MEMORY_UNITS = {"k": 2**-10, "m": 1, "g": 2**10, "t": 2**20}
+
+
+def parse_memory(value: Any, where: str) -> int:
+    """A memory budget in MiB: ``1024``, ``"512M"``, ``"2G"`` (a plain number is MiB)."""
+    text = str(value).strip().lower().removesuffix("ib").removesuffix("b")
+    scale = MEMORY_UNITS.get(text[-1:]) if text else None
+    number = text[:-1] if scale is not None else text
+    try:
+        mib = float(number) * (scale or 1)
+    except ValueError as error:
+        raise ConfigError(
+            f"{where}: expected a memory size such as 512M or 2G, got {value!r}"
+        ) from error
+    if isinstance(value, bool) or not math.isfinite(mib) or mib < 16:
+        raise ConfigError(f"{where}: the memory budget must be at least 16M, got {value!r}")
+    return int(mib)
+
+
 def build_settings(options: dict[str, Any], where: dict[str, str]) -> Settings:
     """Validate merged options (keys as on the command line) into ``Settings``."""
     values: dict[str, Any] = {}
@@ -184,12 +210,16 @@ def _parse_option(key: str, value: Any, where: str) -> Any:
         raise ConfigError(f"{where}: norm must be one of {', '.join(NORMS)}, got {value!r}")
     if key == "fail-on" and value not in SEVERITY_LEVELS:
         raise ConfigError(f"{where}: fail-on must be one of {', '.join(SEVERITY_LEVELS)}")
-    if key in ("samples", "seed"):
+    if key in ("samples", "seed", "workers"):
         return _non_negative_int(value, where, minimum=1 if key == "samples" else 0)
+    if key == "memory-budget":
+        return parse_memory(value, where)
     if key in ("strict", "quiet") and not isinstance(value, bool):
         raise ConfigError(f"{where}: expected true or false, got {value!r}")
     if key == "fidelity-tolerance":
         return _positive_float(value, where)
+    if key == "scheduler" and (not isinstance(value, str) or not value.strip()):
+        raise ConfigError(f"{where}: expected a scheduler address such as tcp://host:8786")
     if key in ("data", "labels", "out", "export", "norm", "fail-on") and not isinstance(value, str):
         raise ConfigError(f"{where}: expected a string, got {value!r}")
     return value

@@ -117,9 +117,9 @@ def run_instance(root: Path, instance: Instance, image: np.ndarray, timeout: flo
             "certificates": {
                 "effort": "thorough",
                 "exact_search": "off",
-                "search_seconds": timeout,
-                "search_total_seconds": timeout,
-                "propagation_seconds": 0.1 * timeout,
+                "search_seconds": 0.85 * timeout,
+                "search_total_seconds": 0.85 * timeout,
+                "propagation_seconds": 0.05 * timeout,
                 "propagation_steps": 4,
                 "alpha_steps": 0,
             }

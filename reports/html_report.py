@@ -627,10 +627,21 @@ def _run_html(report: AuditReport) -> str:
             ("duration", f"{fmt(report.seconds)} s"),
             ("seed", fmt(report.seed)),
             ("command", _tag("code", esc(shlex.join(report.command)))),
+            ("executor", esc(_executor_text(report.execution))),
             ("schema version", esc(report.schema_version)),
         )
     )
     return table + _details("settings", _json_pre(report.settings))
+
+
+def _executor_text(execution: dict) -> str:
+    """``processes, 2 workers`` / ``dask at tcp://..., 8 worker threads``."""
+    if not execution:
+        return "not recorded"
+    kind, workers = execution.get("kind", "?"), execution.get("workers", 1)
+    if kind == "dask":
+        return f"dask at {execution.get('scheduler')}, {workers} worker threads"
+    return "serial (this process)" if kind == "serial" else f"{kind}, {workers} workers"
 
 
 def _contents_html(report: AuditReport) -> str:
@@ -738,6 +749,9 @@ def _run_line(run: AnalysisRun) -> str:
     text = f"<strong>{esc(outcome)}</strong>"
     if run.outcome != "skipped" and run.seconds:
         text += f" in {fmt(run.seconds)} s"
+    if run.units:
+        places = ", ".join(f"{count} in {esc(where)}" for where, count in sorted(run.units.items()))
+        text += f" (units: {places})"
     if run.reason:
         text += f": {esc(run.reason)}"
     if run.headline:

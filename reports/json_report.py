@@ -49,6 +49,7 @@ def to_dict(report: AuditReport) -> dict[str, Any]:
         "analyses": plain(report.analyses),
         "findings": [finding_dict(f) for f in report.findings],
         "settings": plain(report.settings),
+        "execution": plain(report.execution),
     }
 
 

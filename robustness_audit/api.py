@@ -117,6 +117,9 @@ def audit(
     formats: str | Sequence[str] | None = None,
     export: PathLike | None = None,
     progress: bool = False,
+    workers: int | None = None,
+    scheduler: str | None = None,
+    memory_budget: int | str | None = None,
 ) -> ReportWithArrays:
     """Audit ``models`` as ``audit MODEL... [options]`` does and return the report.
 
@@ -141,6 +144,11 @@ def audit(
     :param formats: the report formats written to ``out`` (default ``json,html``).
     :param export: write each analysis's per-sample arrays to ``export/<name>.npz``.
     :param progress: show the progress display and nothing else (default: silent).
+    :param workers: local worker processes for the independent work (``--workers``;
+        default: all local cores; 1: serial, in this process).
+    :param scheduler: the address of an existing Dask scheduler (``--scheduler``).
+    :param memory_budget: working memory of one batch per worker (``--memory-budget``:
+        MiB, or a size such as ``"512M"``).
     :raises audit_core.errors.UsageError: bad settings, model or data (its subclasses
         ``ConfigError``, ``ModelLoadError``, ``DataError``, ``FidelityError``).
     :raises audit_core.runner.AnalysisCrashed: with ``strict=True``, a crashing analysis.
@@ -158,6 +166,9 @@ def audit(
         "format": formats,
         "out": None if out is None else os.fspath(out),
         "export": None if export is None else os.fspath(export),
+        "workers": workers,
+        "scheduler": scheduler,
+        "memory-budget": memory_budget,
     }
     given = {key: value for key, value in given.items() if value is not None}
     if formats is not None and out is None:

@@ -127,6 +127,22 @@ def _audit_parser() -> _Parser:
         metavar="no:NAME",
         help="do not load plugin NAME",
     )
+    add(
+        "--workers",
+        metavar="N",
+        help="local worker processes for the analyses' independent work "
+        "(default: all local cores; 1: serial)",
+    )
+    add(
+        "--scheduler",
+        metavar="ADDRESS",
+        help="run that work on an existing Dask distributed cluster (tcp://host:8786)",
+    )
+    add(
+        "--memory-budget",
+        metavar="SIZE",
+        help="working memory of one batch of samples or pairs, per worker (default 1G)",
+    )
     add("--strict", action="store_true", default=None, help="stop at the first crashing analysis")
     add("--quiet", action="store_true", default=None, help="print only errors")
     return parser

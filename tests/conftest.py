@@ -7,6 +7,7 @@ The plugin-author fixtures (``audit_runner``, ``audit_model_builder``,
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,10 @@ import pytest
 
 from audit_core.testing import mlp_onnx, random_mlp, save_dataset
 from robustness_audit.pytest_plugin import AuditRunner
+
+# pytest-xdist already runs one test per core: audits run their units serially here (and in
+# the subprocesses tests start), unless a test asks for workers (tests/test_executor.py).
+os.environ.setdefault("AUDIT_WORKERS", "1")
 
 
 @pytest.fixture

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from audit_core.executor import ProcessExecutor
 from audit_core.onnx_import import load_onnx
 from audit_core.testing import mlp_onnx, random_mlp
 from audit_plugins.lower_bounds.collisions import Pairs, SearchSettings, prefix_collisions
@@ -32,18 +33,28 @@ def numpy_forward(weights, biases, x, layers):
     return h
 
 
+class _Eager(ProcessExecutor):
+    """Local processes even for work the analysis would keep in its own process."""
+
+    def map(self, function, units, **options):
+        return super().map(function, units, **{**options, "inline": False})
+
+
 def all_pairs(x, y) -> Pairs:
     a, b = np.meshgrid(np.flatnonzero(y == 0), np.flatnonzero(y == 1), indexing="ij")
     return Pairs(np.asarray(x, dtype=np.float64), a.ravel(), b.ravel())
 
 
 def collisions_of(graph, pairs, workers=1, budget=np.inf):
-    settings = SearchSettings(max_budget=budget, workers=workers)
+    """Every prefix's collisions; the descents on ``workers`` local processes (not
+    ``inline``: every pair is shipped, however small the work)."""
+    settings = SearchSettings(max_budget=budget)
+    executor = _Eager(workers) if workers > 1 else None
     prefixes = build_prefixes(graph, 10**8)
     found, previous = [], None
     for position, prefix in enumerate(prefixes):
         previous = prefix_collisions(
-            graph, prefix, position, pairs, previous, settings, float("inf")
+            graph, prefix, position, pairs, previous, settings, float("inf"), None, executor
         )
         found.append(previous)
     return prefixes, found

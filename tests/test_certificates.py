@@ -100,6 +100,21 @@ def test_audit_on_a_two_layer_zoo_model_reports_both_certificates_and_exports(
     assert _metric(gap, "certified_fraction[bound-propagation]") >= _metric(
         gap, "certified_fraction[simplex]"
     )
+    # per method: the fractions at every eps, the median ratio to the attack and the time
+    for method in ("simplex", "decision-boundary", "bound-propagation", "complete-search"):
+        for suffix in ("", "@0.3"):
+            kinds = ("certified", "non_robust", "undecided")
+            total = sum(_metric(gap, f"{kind}_fraction[{method}]{suffix}") for kind in kinds)
+            assert total == pytest.approx(1.0)
+        assert 0 <= _metric(gap, f"median_ratio[{method}]") <= 1
+        assert _metric(gap, f"seconds_per_sample[{method}]") > 0
+    assert _metric(gap, "median_ratio[complete-search]") > _metric(gap, "median_ratio[simplex]")
+    assert _metric(gap, "certified_fraction[bound-propagation]@0.3") == pytest.approx(
+        np.mean(correct & (arrays["bp_radius"] >= 0.3))
+    )
+    assert _metric(gap, "certified_fraction[complete-search]@0.3") == pytest.approx(
+        np.mean(verdict[1] == 1)
+    )
     examples = findings["simplex"]["evidence"]["examples"]
     radii = [e["values"]["certified_radius"] for e in examples]
     assert radii == sorted(radii) and radii[0] == arrays["certified_radius"][correct].min()
@@ -296,3 +311,24 @@ def test_linf_non_robust_fraction_counts_the_linf_attack(run_audit) -> None:
     broken = attack["clean_accuracy"] - attack["robust_accuracy"]
     assert broken > 0  # VNN-COMP: properties 7 and 14 are violated at 0.03
     assert gap["non_robust_fraction"] >= broken - 1e-12
+
+
+def test_gap_closing_bisection_raises_radii_the_first_search_cannot_close(run_audit, tmp_path):
+    """With searches of 10 subdomains the search just below the attack distance is mostly
+    undecided; the bisection that follows still proves radii beyond bound propagation's,
+    and every one stays below the closest adversarial example."""
+    run = run_audit(
+        zoo.model_path("digits_mlp3"), "--samples", "20", "--only", "certificates",
+        "--export", "exp", "-o", "certificates.effort=thorough",
+        "-o", "certificates.search_branches=10", "-o", "certificates.alpha_iterations=0",
+        "-o", "certificates.root_iterations=0",
+    )  # fmt: skip
+    assert run.exit_code in (0, 1), run.stderr
+    arrays = np.load(tmp_path / "exp" / "certificates.npz")
+    correct = arrays["predicted"] == arrays["label"]
+    search, bp = arrays["search_radius"], arrays["bp_radius"]
+    raised = correct & (search > 1.001 * bp) & ~arrays["search_exact"]
+    assert raised.sum() >= 3, (search, bp)
+    assert (arrays["best_radius"] >= bp - 1e-12).all()
+    found = correct & np.isfinite(arrays["attack_distance"])
+    assert (arrays["best_radius"][found] < arrays["attack_distance"][found]).all()

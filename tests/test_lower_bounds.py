@@ -73,8 +73,8 @@ def test_whole_network_bound_respects_the_models_certificates(
         f"{eps[0]:.6g}",
         "-o",
         f"lower-bounds.eps_grid={grid}",
-        "-o",
-        "lower-bounds.workers=1",
+        "--workers",
+        "1",
         "--export",
         "exp",
     )
@@ -215,7 +215,7 @@ def test_corpus_mnist_net_smoke(run_audit, tmp_path) -> None:
 
 def test_box_option_is_reported_and_never_lowers_the_bounds(run_audit, tmp_path) -> None:
     path, _, _ = subset(tmp_path, "binary_fc3_benign", 6)
-    common = ("--data", path, "--eps", "1.0", "-o", "lower-bounds.workers=1")
+    common = ("--data", path, "--eps", "1.0", "--workers", "1")
     free = run_audit(zoo.model_path("binary_fc3_benign"), *common, "--export", "free")
     boxed = run_audit(
         zoo.model_path("binary_fc3_benign"),

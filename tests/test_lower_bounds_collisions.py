@@ -151,7 +151,7 @@ def test_box_constrained_collisions_stay_inside_and_match_cvxpy(tmp_path) -> Non
     rng = np.random.default_rng(22)
     x, y = rng.random((8, 10)), np.repeat([0, 1], 4)
     pairs = all_pairs(x, y)
-    settings = SearchSettings(max_budget=np.inf, workers=1, bounds=(0.0, 1.0))
+    settings = SearchSettings(max_budget=np.inf, bounds=(0.0, 1.0))
     prefixes = build_prefixes(graph, 10**8)
     found, previous = [], None
     for position, prefix in enumerate(prefixes):

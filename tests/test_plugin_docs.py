@@ -160,6 +160,7 @@ def test_guide_links_resolve() -> None:
 
 
 def python_blocks(text: str) -> list[str]:
+    """The guide's runnable blocks (```python); sketches use ```py and are not run."""
     return re.findall(r"```python\n(.*?)```", text, re.S)
 
 

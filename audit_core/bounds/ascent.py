@@ -43,6 +43,7 @@ class Ascent:
                     grad = grad_of[id(param)]
                     if grad is None:
                         continue
+                    grad = torch.nan_to_num(grad, nan=0.0, posinf=0.0, neginf=0.0)
                     first, second = self.moments.get(
                         id(param), (torch.zeros_like(param), torch.zeros_like(param))
                     )

@@ -16,6 +16,10 @@ backward bound propagation ("concretisation"):
   ``g(mu)`` is evaluated at the mu found, rounding in finding it can only loosen the
   bound, never make it wrong.
 
+Extreme sets (eps 0 or denormal, eps whose square overflows, infinite bounds, huge
+coefficients) can make these formulas produce ``inf - inf``; every minimum is therefore
+returned with NaN replaced by ``-inf``, which is no bound at all but never a false one.
+
 auto_LiRPA's l2 balls ignore the input bounds; for images whose pixels sit on the
 bounds (MNIST's black background) the intersection roughly halves the directions
 an adversary can use, and the bounds are correspondingly tighter.
@@ -88,8 +92,8 @@ class InputSet:
     def minimum(self, coefficients: Tensor) -> Tensor:
         """``min over x in the set of coefficients . x``: ``(B, S, D)`` -> ``(B, S)``."""
         if self.norm == "linf":
-            return _box_minimum(coefficients, *self.box())
-        return self._minimize(coefficients)[0]
+            return no_nan(_box_minimum(coefficients, *self.box()))
+        return no_nan(self._minimize(coefficients)[0])
 
     def quick_minimum(self, coefficients: Tensor) -> Tensor:
         """A lower bound on ``minimum``, cheaper for l2: the dual function at the
@@ -98,7 +102,7 @@ class InputSet:
         if self.norm == "linf":
             return self.minimum(coefficients)
         mu = _ball_mu(coefficients, self.eps)
-        return _dual_value(coefficients, self.center, self.eps, self.lower, self.upper, mu)
+        return no_nan(_dual_value(coefficients, self.center, self.eps, self.lower, self.upper, mu))
 
     def argmin(self, coefficients: Tensor) -> Tensor:
         """A point of the set attaining ``minimum`` per row: ``(B, S, D)``."""
@@ -109,6 +113,11 @@ class InputSet:
             low, high = self.box()
             return _box_minimum(a, low, high), torch.where(a > 0, low[:, None], high[:, None])
         return _l2_minimum(a, self.center, self.eps, self.lower, self.upper)
+
+
+def no_nan(lower: Tensor) -> Tensor:
+    """A lower bound with NaN (from ``inf - inf`` or ``0 * inf``) replaced by ``-inf``."""
+    return torch.where(torch.isnan(lower), -torch.inf, lower)
 
 
 def _box_minimum(a: Tensor, low: Tensor, high: Tensor) -> Tensor:
@@ -142,9 +151,16 @@ def _l2_minimum(
         rows, specs = clipped.nonzero(as_tuple=True)
         picked = a.detach()[rows, specs][:, None, :]
         room = torch.where(picked < 0, high[rows], -low[rows]).clamp_min(0.0)
+        ball = mu[rows, specs]
         mu = mu.clone()
         mu[rows, specs] = _optimal_mu(picked, room, eps[rows])[:, 0].to(a.dtype)
     value, delta = _dual_value(a, center, eps, lower, upper, mu, with_step=True)
+    if bool(clipped.any()):  # both multipliers give bounds: rounding never loses to the ball's
+        at_ball = _dual_value(
+            picked, center[rows], eps[rows], _rows(lower, rows), _rows(upper, rows), ball[:, None]
+        )[:, 0]
+        value = value.clone()
+        value[rows, specs] = torch.maximum(value[rows, specs], no_nan(at_ball))
     # mu from the float32 search can leave delta a hair outside the ball: the bound g(mu)
     # is valid anyway; the point is scaled back in (the box contains 0, so it stays there)
     length = delta.norm(dim=-1, keepdim=True)
@@ -196,12 +212,26 @@ def _dual_value(
         delta = torch.where(positive[..., None], delta, corner)
     eps2 = (eps * eps)[:, None]
     at_center = torch.einsum("bsd,bd->bs", a, center)
-    value = at_center + (a * delta).sum(-1) + mu * ((delta * delta).sum(-1) - eps2)
+    penalty = torch.where(positive, mu * ((delta * delta).sum(-1) - eps2), 0.0)
+    value = at_center + (a * delta).sum(-1) + penalty
+    # mu = inf (eps 0 or denormal: the ball is the centre): the plain ball's bound
+    ball = at_center - eps[:, None] * a.norm(dim=-1)
+    value = torch.where(torch.isinf(mu), ball, value)
     return (value, delta) if with_step else value
 
 
 def _optimal_mu(a: Tensor, room: Tensor, eps: Tensor) -> Tensor:
-    """The dual optimum mu >= 0 per row ``(B, S)`` (0 when the box corner is in the ball)."""
+    """The dual optimum mu >= 0 per row ``(B, S)`` (0 when the box corner is in the ball).
+
+    Searched in float32 on the problem scaled to ``max |a| = 1`` and ``eps = 1`` (the
+    multiplier scales by ``max |a| / eps``), so that no square overflows."""
+    with torch.no_grad():
+        scale = a.abs().amax(dim=-1, keepdim=True).clamp_min(1e-300)
+        mu = _unit_mu(a / scale, room.abs() / eps[:, None, None], torch.ones_like(eps))
+        return mu * scale[..., 0] / eps[:, None]
+
+
+def _unit_mu(a: Tensor, room: Tensor, eps: Tensor) -> Tensor:
     with torch.no_grad():
         a = a.float()
         room = room.float().abs()  # -0.0 would give a threshold of -inf

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from audit_core.bounds.input_set import InputSet
+from audit_core.bounds.input_set import InputSet, no_nan
 from audit_core.errors import NotApplicable
 from audit_core.graph import LayerGraph
 from audit_core.layers import Bounds, ElementwisePiecewiseLinear, LayerKind
@@ -240,7 +240,7 @@ class BoundPropagation:
                 ]
             )
             weights, bias = self.backward(node, specs, done, _rows_of(relax, rows), splits)
-            found = inputs.quick_minimum(weights) + bias
+            found = no_nan(inputs.quick_minimum(weights) + bias)
             new_low = torch.maximum(flat_low[:, part], found[:, :count])
             new_high = torch.minimum(flat_high[:, part], -found[:, count:])
             if inputs.norm == "l2":
@@ -266,7 +266,8 @@ class BoundPropagation:
         columns = torch.cat([columns, columns + count])
         exact = inputs.repeat(rows).minimum(weights[rows, columns][:, None, :])[:, 0]
         found = found.clone()
-        found[rows, columns] = torch.maximum(found[rows, columns], exact + bias[rows, columns])
+        exact = no_nan(exact + bias[rows, columns])
+        found[rows, columns] = torch.maximum(found[rows, columns], exact)
         return found
 
     def lower_bound(
@@ -280,7 +281,7 @@ class BoundPropagation:
     ) -> Tensor:
         """Lower bounds ``(B, S)`` of ``specs . z_start`` over the input set (CROWN)."""
         weights, bias = self.backward(start, specs, bounds, relax, splits)
-        return inputs.minimum(weights) + bias
+        return no_nan(inputs.minimum(weights) + bias)
 
     def backward(
         self,

@@ -116,14 +116,18 @@ def _solve(
     eps = float(inputs.eps[0])
     low, high = (b[0].numpy() for b in inputs.box())
     x = cp.Variable(center.size)
-    constraints = [x >= low, x <= high]
-    if inputs.norm == "l2":
+    constraints = []  # infinite bounds (unbounded inputs, eps = inf) constrain nothing
+    for side, bound in ((1, low), (-1, high)):
+        finite = np.flatnonzero(np.isfinite(bound))
+        if finite.size:
+            constraints.append(side * (x[finite] - bound[finite]) >= 0)
+    if inputs.norm == "l2" and np.isfinite(eps):
         constraints.append(cp.norm(x - center, 2) <= eps)
     split = [cp.multiply(r.side, r.weights @ x + r.bias - r.kink) >= 0 for r in rows]
     problem = cp.Problem(cp.Minimize(c @ x + d), constraints + split)
     try:
         problem.solve(solver="CLARABEL")
-    except cp.error.SolverError:
+    except (cp.error.SolverError, ValueError):  # ValueError: data cvxpy cannot take
         return None
     if problem.status in ("infeasible", "infeasible_inaccurate"):
         return RegionSolution(None, _betas(rows, split, bp, INFEASIBLE_SCALE), True)

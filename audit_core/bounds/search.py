@@ -53,14 +53,14 @@ misclassifies the point (the search's counterexamples must pass it)."""
 class SearchBudget:
     """Limits of one search. ``branches``: subdomains bounded (the deterministic limit:
     the same search on the same machine always gives the same answer); ``seconds``: wall
-    clock cap; ``max_domains``: live subdomains kept (memory); ``batch``: subdomains split
+    clock cap; ``memory``: bytes the live subdomains may hold; ``batch``: subdomains split
     per step; ``iterations``: alpha/beta steps per bound (``root_iterations`` at the
     root); ``candidates``: neurons tried per split (filtered smart branching; 1: the best
     intercept score)."""
 
     branches: int = 100_000
     seconds: float = 1.0
-    max_domains: int = 20_000
+    memory: int = 2 * 2**30
     batch: int = 64
     iterations: int = 8
     candidates: int = 1
@@ -159,7 +159,11 @@ class _Run:
     def decide(self) -> tuple[int, float, np.ndarray | None]:
         labels = torch.tensor([self.label])
         self.bounds, root = self.verifier.optimized_bounds(
-            self.inputs, labels, self.budget.root_iterations, self.budget.alpha_rate
+            self.inputs,
+            labels,
+            self.budget.root_iterations,
+            self.budget.alpha_rate,
+            deadline=self.deadline,
         )
         self.slack = float(root.slack[0])
         specs = margin_specs(self.verifier.num_outputs, labels)[0]
@@ -169,6 +173,9 @@ class _Run:
             if float(lower[j]) > self.slack:
                 margins.append(float(lower[j]) - self.slack)
                 continue
+            if time.perf_counter() > self.deadline:
+                self.timed_out = True
+                return UNDECIDED, float(lower[j]) - self.slack, None
             spec = specs[j].reshape(1, 1, *self.bp.shapes[-1])
             verdict, margin, point = self._spec(spec)
             if verdict != CERTIFIED:
@@ -183,10 +190,10 @@ class _Run:
         result = self._bound(spec, root, self.budget.root_iterations)
         if result.counterexample is not None:
             return NON_ROBUST, float(result.lower.min()) - self.slack, result.counterexample
-        pool.add(result.keep(result.lower <= self.slack))
+        pool.add(result.keep(~(result.lower > self.slack)))
         stuck_margin = float("inf")
         while len(pool):
-            spent = self.branches >= self.budget.branches or len(pool) > self.budget.max_domains
+            spent = self.branches >= self.budget.branches or pool.nbytes() > self.budget.memory
             self.timed_out = not spent and time.perf_counter() > self.deadline
             if spent or self.timed_out:
                 low = min(float(pool.lower.min()), stuck_margin + self.slack)
@@ -205,7 +212,7 @@ class _Run:
             self.branches += len(children["lower"])
             if result.counterexample is not None:
                 return NON_ROBUST, float(result.lower.min()) - self.slack, result.counterexample
-            pool.add(result.keep(result.lower <= self.slack))
+            pool.add(result.keep(~(result.lower > self.slack)))
         if stuck_margin < float("inf"):
             return UNDECIDED, stuck_margin, None
         return CERTIFIED, 0.0, None
@@ -269,6 +276,8 @@ class _Run:
             with torch.no_grad():
                 lower, _ = self._evaluate(problem, alphas, betas)
             margin = max(float(lower[0]), float(domain["lower"][0])) - self.slack
+            if not margin <= 0:  # NaN proves nothing
+                margin = margin if margin > 0 else -float("inf")
             if margin > 0:
                 continue
             if solved.point is not None:
@@ -355,7 +364,7 @@ class _Run:
         result["lower"] = first
         for item in self.owner.branchable:
             result[f"score{item.node}"] = torch.full_like(domains[f"score{item.node}"], -np.inf)
-        rows = (first <= self.slack).nonzero()[:, 0]
+        rows = (~(first > self.slack)).nonzero()[:, 0]
         if not len(rows):
             return Bounded(result, None)
         sub = problem.take(rows)
@@ -436,6 +445,8 @@ class _Run:
             ]
         )
         for _ in range(iterations):
+            if time.perf_counter() > self.deadline:
+                break
             lower, _ = self._evaluate(light, alphas, betas)
             ascent.ascend(lower.sum())
         return (
@@ -482,6 +493,8 @@ class _Run:
         """``points`` moved into the exact (uninflated) set: the first one the float64 graph
         puts on the wrong side of ``spec``'s margin and the deployed runtime misclassifies."""
         points = into_set(points, self.exact)
+        if len(points) == 0:
+            return None
         with torch.no_grad():
             logits = self.bp.graph.forward(points).reshape(len(points), -1)
         margins = logits @ spec.reshape(-1).to(logits.dtype)

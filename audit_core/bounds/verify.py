@@ -12,6 +12,7 @@ same safety margin as the simplex certificate (``audit_plugins`` certificates ma
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import torch
@@ -144,11 +145,13 @@ class Verifier:
         labels: Tensor,
         iterations: int,
         learning_rate: float = 0.1,
+        deadline: float = float("inf"),
     ) -> tuple[dict[int, Bounds], MarginBounds]:
         """Full alpha-CROWN: the intermediate bounds too are computed with their own
         optimised slopes (one alpha per bounded neuron, side and earlier neuron), all
         trained on the margins' bounds. Returns the tightest bounds seen for every node
-        (each iterate's are valid) and the best margin bounds."""
+        (each iterate's are valid) and the best margin bounds; past ``deadline``
+        (``time.perf_counter()``) the current iterate is the last."""
         bp = self.bp
         with torch.no_grad():
             start = bp.intermediate(inputs)
@@ -169,7 +172,7 @@ class Verifier:
         best_bounds = dict(start)
         best = torch.full(specs.shape[:2], -float("inf"), dtype=torch.float64)
         for step in range(iterations + 1):
-            last = step == iterations or ascent is None
+            last = step == iterations or ascent is None or time.perf_counter() > deadline
             with torch.set_grad_enabled(not last):
                 relax = {p: Relaxations(group) for p, group in inner.items()}
                 bounds = bp.intermediate(inputs, known=free, relaxations=relax, masks=masks)

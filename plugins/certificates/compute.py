@@ -23,6 +23,7 @@ from audit_core.fidelity import sample_errors
 from audit_core.labels import predict
 from audit_core.linearize import LocalLinearization, linearize
 from audit_plugins.certificates.complete import (
+    Deadlines,
     PropagationResult,
     SearchResult,
     budgets,
@@ -199,7 +200,8 @@ def _beyond_theorems(
 ) -> CertificateResults:
     """Bound propagation and the complete search on top of the theorems, with a runtime
     spot check at the final radii (one more round with a raised tolerance if it fails)."""
-    results = _with_bounds(ctx, base, base.tolerance)
+    deadlines = Deadlines(budgets(ctx.config))  # one budget for both rounds
+    results = _with_bounds(ctx, base, base.tolerance, deadlines)
     seen, flips = _runtime_deviation(
         ctx, results.best, base.simplex.predicted, ctx.config.runtime_points, ctx.norm
     )
@@ -214,7 +216,7 @@ def _beyond_theorems(
             certified=np.where(base.runtime.flipped, 0.0, certified),
             tolerance=tolerance,
         )
-        results = _with_bounds(ctx, base, tolerance)
+        results = _with_bounds(ctx, base, tolerance, deadlines)
     runtime = base.runtime
     check = RuntimeCheck(
         runtime.points,
@@ -229,7 +231,7 @@ def _beyond_theorems(
 
 
 def _with_bounds(
-    ctx: AuditContext, base: CertificateResults, tolerance: float
+    ctx: AuditContext, base: CertificateResults, tolerance: float, deadlines: Deadlines
 ) -> CertificateResults:
     """``base`` with the bound-propagation radius, the search and the verdicts."""
     config = ctx.config
@@ -244,12 +246,13 @@ def _with_bounds(
     else:
         budget = budgets(config)
         ctx.progress.note("bound propagation radius")
-        propagation = propagation_radius(ctx, checker, predicted, theorem, attack, budget)
-        ctx.progress.advance(len(ctx.data))
+        propagation = propagation_radius(
+            ctx, checker, predicted, theorem, attack, budget, deadlines
+        )
         if config.search:
             ctx.progress.note("complete search")
             search = complete_search(
-                ctx, checker, predicted, base.correct, propagation.radius, attack, budget
+                ctx, checker, predicted, base.correct, propagation.radius, attack, budget, deadlines
             )
         ctx.progress.advance(len(ctx.data))
     best = theorem

@@ -305,17 +305,7 @@ def gap_finding(ctx: AuditContext, r: CertificateResults) -> Finding:
             Metric(f"non_robust_fraction@{e:g}", f["non_robust"], "fraction"),
             Metric(f"undecided_fraction@{e:g}", f["undecided"], "fraction"),
         ]
-    for method, radius in method_radii(r).items():
-        if method == "complete-search":
-            continue
-        certified = _fractions(_method_verdicts(ctx, r, radius)[0])["certified"]
-        metrics.append(
-            Metric(f"certified_fraction[{method}]", certified, "fraction", f"eps {ctx.eps[0]:g}")
-        )
-    if r.search is not None:
-        metrics.append(
-            Metric("certified_fraction[complete-search]", fractions["certified"], "fraction")
-        )
+    metrics += _method_metrics(ctx, r)
     return ctx.finding(
         "gap",
         title=f"Certified vs attacked at eps {ctx.eps[0]:g} ({ctx.norm})",
@@ -350,6 +340,34 @@ def gap_finding(ctx: AuditContext, r: CertificateResults) -> Finding:
         ),
         references=(Reference("singla2019", "Section 5, Figure 2"),),
     )
+
+
+def _method_metrics(ctx: AuditContext, r: CertificateResults) -> list[Metric]:
+    """Per method that ran: certified / non-robust / undecided fractions at eps (the first
+    eps unqualified, then ``@eps`` for each), the median ratio to the closest adversarial
+    example and the time per sample. A radius method's verdicts use the attacks for the
+    non-robust side; the complete search's are the analysis's own."""
+    seconds = {
+        "simplex": r.seconds_per_sample,
+        "decision-boundary": r.seconds_per_sample,
+        "bound-propagation": r.propagation.seconds_per_sample if r.propagation else None,
+        "complete-search": r.search.seconds / max(1, len(ctx.data)) if r.search else None,
+    }
+    metrics = []
+    for method, radius in method_radii(r).items():
+        rows = r.verdict if method == "complete-search" else _method_verdicts(ctx, r, radius)
+        for e, row in zip(ctx.eps, rows, strict=True):
+            for kind, value in _fractions(row).items():
+                suffix = "" if e == ctx.eps[0] else f"@{e:g}"
+                metrics.append(Metric(f"{kind}_fraction[{method}]{suffix}", value, "fraction"))
+        ratio = r.ratio_of(radius)
+        ratio = ratio[np.isfinite(ratio)]
+        median = float(np.median(ratio)) if ratio.size else None
+        metrics += [
+            Metric(f"median_ratio[{method}]", median, "ratio", "radius / adversarial distance"),
+            Metric(f"seconds_per_sample[{method}]", seconds[method], "s"),
+        ]
+    return metrics
 
 
 def _grade(fractions: dict[str, float], config: CertificatesConfig) -> Grade:

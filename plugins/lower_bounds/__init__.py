@@ -69,8 +69,6 @@ class LowerBoundsConfig:
     """Time for all descents; pairs not reached keep the collisions of shorter prefixes."""
     solver: str = "clarabel"
     """``clarabel`` (cone program solved directly) or ``cvxpy`` (fresh problem per step)."""
-    workers: int = 0
-    """Processes for the descents; 0: all cores when there is enough work."""
     collision_rtol: float = 1e-6
     """Relative tolerance of f(u~) = f(v~) in the float64 verification."""
     dual_tol: float = 1e-6
@@ -98,7 +96,6 @@ class LowerBoundsConfig:
                 "max_pairs": 0,
                 "max_steps": 1,
                 "max_seconds": 0,
-                "workers": 0,
                 "max_matrix_entries": 1,
                 "max_search_size": 0,
             },

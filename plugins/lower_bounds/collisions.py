@@ -27,8 +27,6 @@ way), so it cannot be used to prune.
 
 from __future__ import annotations
 
-import math
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -36,9 +34,11 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from audit_core.executor import Executor, not_run
 from audit_core.graph import LayerGraph
 from audit_plugins.lower_bounds.chain import chain_preactivations, one_blas_thread
 from audit_plugins.lower_bounds.descent import (
+    Chain,
     DescentResult,
     DescentSettings,
     descend_chunk,
@@ -88,7 +88,6 @@ class SearchSettings:
     max_budget: float
     descent: DescentSettings = field(default_factory=DescentSettings)
     rtol: float = 1e-6
-    workers: int = 0
     prune: bool = True
     project: bool = True
     max_pairs: int = 0
@@ -317,6 +316,7 @@ def relu_collisions(
     settings: SearchSettings,
     deadline: float,
     progress: ProgressCallback | None = None,
+    executor: Executor | None = None,
 ) -> tuple[list[tuple[int, DescentResult]], dict[str, float]]:
     """Descents (Algorithm 2 / Appendix C) for the pairs that may collide within budget.
 
@@ -342,7 +342,8 @@ def relu_collisions(
     # with a box the null space of the first layer can help to stay inside: no projection
     project = settings.project and settings.bounds is None
     chain = make_chain(prefix.blocks, _search_basis(prefix, project), settings.bounds)
-    results = run_descents(chain, pairs.u[todo], pairs.v[todo], settings, deadline, progress)
+    us, vs = pairs.u[todo], pairs.v[todo]
+    results = run_descents(chain, us, vs, settings, deadline, progress, executor)
     finished = [(int(i), r) for i, r in zip(todo, results, strict=True) if r is not None]
     stats = {
         "pairs": len(pairs),
@@ -367,50 +368,53 @@ def _search_basis(prefix: Prefix, project: bool) -> np.ndarray | None:
     return basis if basis.shape[0] < weight.shape[1] else None
 
 
-def worker_count(requested: int) -> int:
-    return requested if requested > 0 else max(1, os.cpu_count() or 1)
+INLINE_WORK = 500_000
+"""Below this many pairs x (search dimension)^2 the descents run in the analysis's own
+process: shipping them to workers would cost more (a cone program's cost grows about
+with the square of the search dimension)."""
+
+
+@dataclass(frozen=True)
+class _Descents:
+    """What every descent of one prefix reads (shipped once per worker)."""
+
+    chain: Chain
+    us: np.ndarray
+    vs: np.ndarray
+    settings: DescentSettings
+    deadline: float
+
+
+def _descend_one(state: _Descents, row: int) -> DescentResult:
+    """One pair's descent (a unit of the executor), on one BLAS thread."""
+    rows = slice(row, row + 1)
+    u, v = state.us[rows], state.vs[rows]
+    return descend_chunk(state.chain, u, v, state.settings, state.deadline)[0]
 
 
 def run_descents(
-    chain,
+    chain: Chain,
     us: np.ndarray,
     vs: np.ndarray,
     settings: SearchSettings,
     deadline: float,
     progress: ProgressCallback | None = None,
+    executor: Executor | None = None,
 ) -> list[DescentResult | None]:
-    """``descend`` on every row, in parallel over chunks of pairs on all cores."""
-    n = len(us)
-    if settings.workers > 0:
-        workers = max(1, min(settings.workers, n))
-    else:  # starting worker processes costs about a second: only for enough work (the
-        # cost of a cone program grows about with the square of the search dimension)
-        workers = min(worker_count(0), max(1, n * chain.dim**2 // 500_000))
-    chunk = max(1, min(32, math.ceil(n / (4 * workers))))
-    starts = range(0, n, chunk)
-    if workers == 1:
-        out: list[DescentResult | None] = []
-        for s in starts:
-            out += descend_chunk(
-                chain, us[s : s + chunk], vs[s : s + chunk], settings.descent, deadline
-            )
-            if progress:
-                progress(len(us[s : s + chunk]))
-        return out
-    from joblib import Parallel, delayed
-
-    jobs = Parallel(n_jobs=workers, backend="loky", return_as="generator")(
-        delayed(descend_chunk)(
-            chain, us[s : s + chunk], vs[s : s + chunk], settings.descent, deadline
-        )
-        for s in starts
+    """``descend`` on every row (one unit per pair) through the run's executor; rows not
+    started by ``deadline`` give None."""
+    executor = executor or Executor(1)
+    state = _Descents(chain, us, vs, settings.descent, deadline)
+    inline = len(us) * chain.dim**2 < INLINE_WORK
+    results = executor.map(
+        _descend_one,
+        range(len(us)),
+        shared=executor.share(state),
+        progress=progress,
+        deadline=deadline,
+        inline=inline,
     )
-    out = []
-    for part in jobs:
-        out += part
-        if progress:
-            progress(len(part))
-    return out
+    return [None if not_run(r) else r for r in results]
 
 
 def best_candidates(
@@ -452,8 +456,10 @@ def prefix_collisions(
     settings: SearchSettings,
     deadline: float,
     progress: ProgressCallback | None = None,
+    executor: Executor | None = None,
 ) -> Collisions:
-    """This prefix's own collisions, merged with the re-verified ones of the previous prefix."""
+    """This prefix's own collisions, merged with the re-verified ones of the previous prefix;
+    the descents of a ReLU prefix run through ``executor`` (default: in this process)."""
     sub = graph.prefix(prefix.node)
     stats: dict[str, float] = {"pairs": len(pairs)}
     started = time.perf_counter()
@@ -473,7 +479,9 @@ def prefix_collisions(
         )
         stats["carried_rejected"] = int(np.sum(np.isfinite(previous.eps) & ~np.isfinite(carried)))
     if prefix.kind == RELU or boxed_affine:  # the cone program (one step for an affine map)
-        finished, search = relu_collisions(prefix, pairs, carried, settings, deadline, progress)
+        finished, search = relu_collisions(
+            prefix, pairs, carried, settings, deadline, progress, executor
+        )
         own, u_t, v_t, rejected = best_candidates(sub, pairs, finished, settings)
         stats.update(search)
         stats["rejected"] = rejected

@@ -158,7 +158,6 @@ def analyse(ctx: AuditContext) -> Result:
         max_budget=float(grid.max()),
         descent=DescentSettings(config.max_steps, config.dual_tol, config.solver),
         rtol=config.collision_rtol,
-        workers=config.workers,
         bounds=(float(data.lower), float(data.upper)) if config.box else None,
     )
     collisions = _all_collisions(ctx, graph, prefixes, pairs, settings)
@@ -206,7 +205,15 @@ def _all_collisions(
         deadline = min(wall_end, time.time() + share) if searched(prefix) else wall_end
         previous = collisions[-1] if collisions else None
         current = prefix_collisions(
-            graph, prefix, position, pairs, previous, settings, deadline, ctx.progress.advance
+            graph,
+            prefix,
+            position,
+            pairs,
+            previous,
+            settings,
+            deadline,
+            ctx.progress.advance,
+            ctx.executor,
         )
         if searched(prefix):
             relu_left -= 1

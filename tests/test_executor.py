@@ -1,0 +1,155 @@
+"""The run's executor (audit_core/executor.py): the same results serially, on local worker
+processes and on a Dask cluster; deadlines, failures and dead workers."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+
+import executor_units as units
+import numpy as np
+import pytest
+
+import audit_model_zoo as zoo
+from audit_core.errors import UsageError
+from audit_core.executor import (
+    DaskExecutor,
+    Executor,
+    ProcessExecutor,
+    SchedulerError,
+    WorkerLost,
+    make_executor,
+    not_run,
+)
+
+
+@pytest.fixture(scope="module")
+def dask_cluster():
+    """A Dask ``LocalCluster`` of two one-thread worker processes (no network beyond
+    localhost)."""
+    distributed = pytest.importorskip("distributed")
+    cluster = distributed.LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+    )
+    yield cluster
+    cluster.close()
+
+
+def _executors(dask_cluster) -> list[Executor]:
+    return [Executor(1), ProcessExecutor(2), DaskExecutor(dask_cluster.scheduler_address)]
+
+
+def test_every_executor_returns_the_units_results_in_order(dask_cluster) -> None:
+    data = np.arange(40, dtype=np.float64)
+    expected = [float(2 * v) for v in data]
+    seeded = [units.seeded(7, u) for u in range(40)]
+    for executor in _executors(dask_cluster):
+        with executor:
+            shared = executor.share(data)
+            assert executor.map(units.scaled, range(40), shared=shared) == expected
+            # seeds per unit: the same numbers wherever the units ran
+            assert executor.map(units.seeded, range(40), shared=executor.share(7)) == seeded
+            counts = executor.take_units()
+        assert sum(counts.values()) == 80, counts
+
+
+def test_local_workers_are_other_processes_and_progress_counts_every_unit() -> None:
+    executor = ProcessExecutor(2)
+    seen: list[int] = []
+    pids = executor.map(units.where, range(16), progress=seen.append)
+    assert sum(seen) == 16
+    assert len(set(pids)) >= 1 and set(pids) != {__import__("os").getpid()}
+    assert "main process" not in executor.take_units()
+
+
+def test_units_after_the_deadline_are_not_run() -> None:
+    for executor in (Executor(1), ProcessExecutor(2)):
+        clock = time.time()
+        results = executor.map(
+            units.sleeping, range(12), shared=executor.share(0.2), deadline=clock + 0.5, chunk=1
+        )
+        ran = [r for r in results if not not_run(r)]
+        assert 1 <= len(ran) < 12, results
+        assert results[0] == 0 and all(not_run(r) or r in range(12) for r in results)
+
+
+def test_an_exception_in_a_unit_reaches_the_caller(dask_cluster) -> None:
+    for executor in _executors(dask_cluster):
+        with executor, pytest.raises(ValueError, match="unit 3 is broken"):
+            executor.map(units.failing, range(6))
+
+
+def test_a_worker_that_dies_is_an_error_not_a_hang() -> None:
+    executor = ProcessExecutor(2)
+    with pytest.raises(WorkerLost, match="worker process died"):
+        executor.map(units.dying, range(6), chunk=1)
+    # the pool recovers for the next map
+    assert executor.map(units.scaled, range(3), shared=executor.share(np.ones(3))) == [2.0] * 3
+
+
+def test_scheduler_and_worker_options_fail_with_one_clear_error(monkeypatch) -> None:
+    with pytest.raises(SchedulerError, match="cannot connect to a Dask scheduler"):
+        DaskExecutor("tcp://127.0.0.1:9", timeout=2)
+    monkeypatch.setenv("AUDIT_WORKERS", "many")
+    with pytest.raises(UsageError, match="AUDIT_WORKERS"):
+        make_executor()
+    monkeypatch.setenv("AUDIT_WORKERS", "1")
+    assert make_executor().kind == "serial"
+    assert make_executor(workers=2).kind == "processes"
+
+
+VARYING = {"seconds", "started_at", "finished_at", "execution", "command", "units"}
+
+
+def _comparable(report: dict) -> str:
+    """The report without what may differ between runs: timings, timestamps, the
+    executor's description and the places units ran."""
+
+    def strip(value):
+        if isinstance(value, dict):
+            return {
+                k: strip(v)
+                for k, v in value.items()
+                if k
+                not in {"seconds", "started_at", "finished_at", "execution", "command", "units"}
+                and "seconds" not in k
+            }
+        if isinstance(value, list):
+            return [strip(v) for v in value]
+        if isinstance(value, str):  # times quoted in prose: "0.00035 s per search"
+            value = re.sub(r"seconds [0-9.e-]+", "seconds <time>", value)
+            return re.sub(r"[0-9.]+(e-?[0-9]+)? s\b", "<time> s", value)
+        return value
+
+    findings = strip(report["findings"])
+    for finding in findings:
+        finding["metrics"] = [m for m in finding["metrics"] if "seconds" not in m["name"]]
+    return json.dumps({"findings": findings, "analyses": strip(report["analyses"])}, indent=1)
+
+
+def test_an_audit_gives_the_same_report_serially_on_workers_and_on_dask(
+    run_audit, dask_cluster
+) -> None:
+    """One audit of a zoo model, serially, on 2 local workers and on a Dask LocalCluster:
+    the JSON reports agree apart from timings (every analysis's randomness is seeded per
+    unit, and the searches' budgets here are branch counts, not seconds)."""
+    args = (
+        zoo.model_path("digits_mlp2"), "--samples", "24", "--eps", "0.3",
+        "-o", "certificates.search_total_seconds=inf",
+        "-o", "certificates.search_seconds=inf",
+        "-o", "lower-bounds.max_seconds=inf",
+    )  # fmt: skip
+    serial = run_audit(*args, "--workers", "1", "--out", "serial")
+    local = run_audit(*args, "--workers", "2", "--out", "local")
+    remote = run_audit(*args, "--scheduler", dask_cluster.scheduler_address, "--out", "dask")
+    reports = [run.report for run in (serial, local, remote)]
+    for run in (serial, local, remote):
+        assert run.exit_code in (0, 1), run.stderr
+    assert [r["execution"]["kind"] for r in reports] == ["serial", "processes", "dask"]
+    assert _comparable(reports[1]) == _comparable(reports[0])
+    assert _comparable(reports[2]) == _comparable(reports[0])
+    # units ran in the workers (some small maps stay in the main process)
+    for report in reports[1:]:
+        places = {p for a in report["analyses"] for p in a["units"]}
+        assert places - {"main process"}, places
