@@ -269,13 +269,15 @@ def _margin_grad(model: Model, z: torch.Tensor, y: torch.Tensor) -> tuple[torch.
     """Logits at ``z``, the per-sample margin and its gradient with respect to ``z``.
 
     The margin ``f_y - f_j`` (``j`` the best other class) is linear in the logits: one
-    backward pass with the output gradient ``e_y - e_j`` (no gather/scatter in the graph).
+    backward pass from ``sum(seed * logits)`` with the seed ``e_y - e_j`` (no gather/scatter
+    in the graph). A scalar output, not ``grad_outputs=seed``: torch checks a tensor
+    ``grad_outputs`` through its symbolic-shape module, whose import loads sympy (0.7 s).
     """
     z = z.detach().requires_grad_(True)
     with torch.enable_grad():
         logits = model(z)
         seed = _margin_seed(logits.detach(), y)
-        grad = torch.autograd.grad(logits, z, grad_outputs=seed)[0]
+        grad = torch.autograd.grad((seed * logits).sum(), z)[0]
     return logits.detach(), (seed * logits.detach()).sum(1), grad
 
 
