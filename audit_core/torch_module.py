@@ -161,22 +161,29 @@ class Float32Logits(torch.nn.Module):
 
 
 class _BatchAdapter(torch.nn.Module):
-    """Feeds a batch ``(N, *shape)`` to a module exported for batch 1 or without batch axis."""
+    """Feeds a batch ``(N, *shape)`` to a module exported for batch 1 or without batch axis.
+
+    The whole batch goes through the module at once when that gives what it gives sample
+    by sample (``batched``): a model with a free batch axis, and often one exported for
+    batch 1 or without a batch axis (``x @ W`` on a vector input takes a matrix of rows
+    as well); otherwise the samples go one at a time (as ``(1, *shape)``, or ``shape``
+    without a batch axis)."""
 
     def __init__(self, module: torch.nn.Module, shape: tuple[int, ...], has_batch: bool) -> None:
         super().__init__()
         self.module = module
         self.shape = shape
         self.has_batch = has_batch
-        self.batched = has_batch and self._accepts_batches()
+        self.batched = self._accepts_batches()
 
     def _accepts_batches(self) -> bool:
+        """A batch of 2 random samples gives the outputs of the samples one by one."""
         probe = torch.randn((2, *self.shape), dtype=torch.float64)
         try:
             with torch.no_grad():
                 together = self.module(probe).reshape(2, -1)
-                apart = torch.cat([self.module(probe[i : i + 1]).reshape(1, -1) for i in range(2)])
-        except Exception:  # a batch-1 graph (fixed Reshape) fails on a batch of 2
+                apart = torch.cat([self.module(self._one(s)).reshape(1, -1) for s in probe])
+        except Exception:  # e.g. a batch-1 graph (fixed Reshape) fails on a batch of 2
             return False
         return together.shape == apart.shape and torch.allclose(together, apart, atol=1e-9)
 
