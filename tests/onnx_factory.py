@@ -17,6 +17,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper, shape_inference
 
 from audit_core.errors import ModelLoadError
+from audit_core.layers.opaque import Opaque
 from audit_core.onnx_import import LoadedModel, load_onnx
 
 TOLERANCE = 1e-5
@@ -160,6 +161,59 @@ def check(
     """Build, save, load and compare with onnxruntime in one call."""
     model = make_model(nodes, input_shape, initializers, opset=opset, output_shape=output_shape)
     return assert_matches_ort(save(model, tmp_path), **kwargs)
+
+
+def assert_opaque_matches_ort(
+    path: Path,
+    *,
+    sample_shape: tuple[int, ...] | None = None,
+    seed: int = 0,
+    n: int = 4,
+    low: float = -1.0,
+    high: float = 1.0,
+) -> LoadedModel:
+    """Load ``path``, a model with ops the layer graph lacks that onnx2torch converts: its
+    graph must be the input and one ``Opaque`` node listing those ops, whose flat output
+    ``(N, K)`` equals onnxruntime's output, flattened per sample, within ``TOLERANCE``
+    (scaled error, as for every layer graph)."""
+    loaded = load_onnx(path, sample_shape)
+    assert layer_ops(loaded) == ["Input", "Opaque"], layer_ops(loaded)
+    layer = opaque(loaded)
+    assert layer.missing and loaded.graph.missing_ops == layer.missing
+    assert len(layer.details) >= len(layer.missing)
+    x = random_inputs(loaded, seed, n, low, high)
+    ref = np.stack(
+        [r.reshape(-1) for r in ort_outputs(path, x, loaded.input_name, loaded.has_batch)]
+    )
+    assert loaded.graph.output_shape == (ref.shape[1],)
+    ours = loaded.graph.forward(x, activation=True).detach().numpy()
+    assert ours.shape == ref.shape and ours.dtype == np.float64
+    error = scaled_error(ours, ref)
+    assert error <= TOLERANCE, f"{path.name}: scaled error {error:.3g} vs onnxruntime"
+    return loaded
+
+
+def opaque_model(
+    tmp_path: Path,
+    nodes: Sequence[onnx.NodeProto],
+    input_shape: Dims,
+    initializers: Sequence[onnx.TensorProto] = (),
+    *,
+    opset: int = 13,
+    output_shape: Dims | None = None,
+    **kwargs,
+) -> Opaque:
+    """Build and save a model the layer graph cannot express but onnx2torch converts; its
+    ``Opaque`` layer, checked against onnxruntime (``assert_opaque_matches_ort``)."""
+    model = make_model(nodes, input_shape, initializers, opset=opset, output_shape=output_shape)
+    return opaque(assert_opaque_matches_ort(save(model, tmp_path), **kwargs))
+
+
+def opaque(loaded: LoadedModel) -> Opaque:
+    """The ``Opaque`` layer of a model loaded through onnx2torch."""
+    layer = loaded.graph.nodes[-1].layer
+    assert isinstance(layer, Opaque), layer_ops(loaded)
+    return layer
 
 
 def load_error(path: Path, sample_shape: tuple[int, ...] | None = None) -> str:

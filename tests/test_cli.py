@@ -318,15 +318,17 @@ def test_model_failing_the_checker(run_audit, tmp_path, tiny_data) -> None:
 
 
 def test_unsupported_ops_listed_together(run_audit, tmp_path, tiny_data) -> None:
+    """Ops neither the layer graph nor onnx2torch converts (ops only the layer graph lacks
+    load through onnx2torch: tests/test_opaque_models.py)."""
     nodes = [
-        helper.make_node("Cos", ["x"], ["a"], name="cos"),
-        helper.make_node("Sin", ["a"], ["b"], name="sin"),
-        helper.make_node("Erf", ["b"], ["logits"], name="erf"),
+        helper.make_node("Cosh", ["x"], ["a"], name="cosh"),
+        helper.make_node("Sinh", ["a"], ["b"], name="sinh"),
+        helper.make_node("Shrink", ["b"], ["logits"], name="shrink"),
     ]
-    path = save_model(tmp_path / "trig.onnx", nodes, [], [None, 4], [None, 4])
+    path = save_model(tmp_path / "hyperbolic.onnx", nodes, [], [None, 4], [None, 4])
     out = _previous_reports(tmp_path)
     run = run_audit(path, "--data", tiny_data)
-    _assert_one_line_error(run, 4, "Cos", "Sin", "Erf")
+    _assert_one_line_error(run, 4, "Cosh", "Sinh", "Shrink", "onnx2torch cannot convert")
     _assert_untouched(out)
 
 

@@ -4,6 +4,12 @@ In the style of onnx2torch's tests: each model is built with ``onnx.helper``
 (explicit opset, float32 weights from a seeded RNG as initializers), saved,
 loaded with ``load_onnx`` and its float64 forward pass compared with
 onnxruntime on random inputs (scaled error <= 1e-5, see ``onnx_factory``).
+
+Ops and attributes the layer graph lacks: when onnx2torch converts the model, it loads
+as the input and one ``Opaque`` node whose ``missing`` names them (``details`` says why)
+and whose forward pass (the onnx2torch module) matches onnxruntime within the same
+tolerance; otherwise, and for training-mode models, ``load_onnx`` refuses it with every
+unsupported op listed in one error.
 """
 
 from __future__ import annotations
@@ -14,15 +20,19 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
+import torch
 from onnx import TensorProto, helper
 from onnx_factory import (
     assert_matches_ort,
+    assert_opaque_matches_ort,
     check,
     init,
     layer_ops,
     load_error,
     make_model,
     model_error,
+    opaque,
+    opaque_model,
     save,
     weights,
 )
@@ -48,6 +58,11 @@ def nonzero(generator: np.random.Generator, *shape: int) -> np.ndarray:
     """float32 values with |v| in [0.5, 2] (safe divisors)."""
     magnitude = generator.uniform(0.5, 2.0, size=shape)
     return (magnitude * generator.choice([-1.0, 1.0], size=shape)).astype(np.float32)
+
+
+def why(layer) -> str:
+    """An ``Opaque`` layer's reasons, node by node, as one text."""
+    return "; ".join(layer.details)
 
 
 def only_layer(loaded, layer_type):
@@ -82,11 +97,11 @@ def test_gemm(tmp_path, trans_b, alpha, beta, c_kind):
         np.testing.assert_allclose(dense.bias, beta * np.broadcast_to(c, (1, n))[0], rtol=1e-12)
 
 
-def test_gemm_trans_a_is_rejected(tmp_path):
+def test_gemm_trans_a_loads_through_onnx2torch(tmp_path):
     g = rng()
     node = mk("Gemm", ["x", "B"], ["y"], transA=1)
-    message = model_error(tmp_path, [node], [1, 4], [init("B", weights(g, 1, 3))])
-    assert "Gemm" in message and "transA" in message
+    layer = opaque_model(tmp_path, [node], [1, 4], [init("B", weights(g, 1, 3))])
+    assert layer.missing == ("Gemm (opset 13)",) and "transA" in why(layer)
 
 
 # ----------------------------------------------------------------------------- MatMul
@@ -161,9 +176,11 @@ def test_matmul_chain_like_test_small(tmp_path):
         ),
     ],
 )
-def test_matmul_rejections(tmp_path, nodes, input_shape, inits, reason):
-    message = model_error(tmp_path, nodes, input_shape, inits)
-    assert "MatMul" in message and reason in message
+def test_matmul_forms_the_layer_graph_lacks_load_through_onnx2torch(
+    tmp_path, nodes, input_shape, inits, reason
+):
+    layer = opaque_model(tmp_path, nodes, input_shape, inits)
+    assert layer.missing == ("MatMul (opset 13)",) and reason in why(layer)
 
 
 # ------------------------------------------------------- Add / Sub / Mul / Div by constants
@@ -270,15 +287,17 @@ def test_two_branches_residual(tmp_path, op, skip_first):
         ),
     ],
 )
-def test_elementwise_rejections(tmp_path, node, inits, reason):
-    message = model_error(tmp_path, [node], [1, 5], inits)
-    assert node.op_type in message and reason in message
+def test_elementwise_forms_the_layer_graph_lacks_load_through_onnx2torch(
+    tmp_path, node, inits, reason
+):
+    layer = opaque_model(tmp_path, [node], [1, 5], inits)
+    assert layer.missing == (f"{node.op_type} (opset 13)",) and reason in why(layer)
 
 
-def test_add_of_branches_with_different_shapes_is_rejected(tmp_path):
+def test_add_of_branches_with_different_shapes_loads_through_onnx2torch(tmp_path):
     nodes = [mk("Gemm", ["x", "W"], ["h"]), mk("Add", ["x", "h"], ["y"])]
-    message = model_error(tmp_path, nodes, [1, 1], [init("W", np.ones((1, 3)))])
-    assert "Add" in message
+    layer = opaque_model(tmp_path, nodes, [1, 1], [init("W", np.ones((1, 3)))])
+    assert layer.missing == ("Add (opset 13)",)  # the Gemm converts
 
 
 # ------------------------------------------------------------------------------- Conv
@@ -351,10 +370,11 @@ def test_same_upper_and_lower_pad_differently(tmp_path):
     assert pads["SAME_LOWER"] == (2, 1, 1, 0)
 
 
-def test_conv_transpose_is_not_supported(tmp_path):
+def test_conv_transpose_loads_through_onnx2torch(tmp_path):
     node = mk("ConvTranspose", ["x", "W"], ["y"])
-    message = model_error(tmp_path, [node], [1, 2, 5, 5], [init("W", weights(rng(), 2, 3, 3, 3))])
-    assert "unsupported ops" in message and "ConvTranspose" in message
+    layer = opaque_model(tmp_path, [node], [1, 2, 5, 5], [init("W", weights(rng(), 2, 3, 3, 3))])
+    assert layer.missing == ("ConvTranspose (opset 13)",)
+    assert "no converter" in why(layer)
 
 
 # --------------------------------------------------------------------- BatchNormalization
@@ -422,11 +442,14 @@ def test_batchnorm_is_not_folded_into_a_shared_conv(tmp_path):
 
 
 def test_batchnorm_in_training_mode_is_rejected(tmp_path):
+    """Batch statistics: the output is not a function of one sample. onnx2torch converts the
+    model but ignores the flag (inference mode), so it is refused, not loaded opaque."""
     node = mk("BatchNormalization", ["x", *BN_INPUTS], ["y"], training_mode=1)
     message = model_error(
         tmp_path, [node], [1, 3, 4, 4], _bn_inits(rng(), 3), opset=15, output_shape=[1, 3, 4, 4]
     )
-    assert "BatchNormalization" in message and "training" in message
+    assert "BatchNormalization (opset 15)" in message and "training" in message
+    assert "export it in inference mode" in message
 
 
 # ------------------------------------------------------------------------- activations
@@ -608,10 +631,10 @@ def test_maxpool(tmp_path, input_shape, attrs):
     assert loaded.graph.is_piecewise_linear
 
 
-def test_maxpool_with_indices_output_is_rejected(tmp_path):
+def test_maxpool_with_indices_output_loads_through_onnx2torch(tmp_path):
     node = mk("MaxPool", ["x"], ["y", "indices"], kernel_shape=[2, 2])
-    message = model_error(tmp_path, [node], [1, 1, 4, 4], opset=12)
-    assert "MaxPool" in message and "Indices" in message
+    layer = opaque_model(tmp_path, [node], [1, 1, 4, 4], opset=12)
+    assert layer.missing == ("MaxPool (opset 12)",) and "Indices" in why(layer)
 
 
 AVGPOOL_CASES = {
@@ -724,10 +747,10 @@ def test_pad_then_conv_like_verivital(tmp_path):
         ({}, [0, 0, -1, 0, 0, 0, 0, 0], "negative"),
     ],
 )
-def test_pad_rejections(tmp_path, attrs, pads, reason):
+def test_pad_forms_the_layer_graph_lacks_load_through_onnx2torch(tmp_path, attrs, pads, reason):
     node = mk("Pad", ["x", "pads"], ["y"], **attrs)
-    message = model_error(tmp_path, [node], [1, 2, 4, 4], [init("pads", pads, np.int64)])
-    assert "Pad" in message and reason in message
+    layer = opaque_model(tmp_path, [node], [1, 2, 4, 4], [init("pads", pads, np.int64)])
+    assert layer.missing == ("Pad (opset 13)",) and reason in why(layer)
 
 
 # --------------------------------------------------------------------------- shape ops
@@ -749,9 +772,10 @@ def test_flatten_then_gemm(tmp_path):
     assert layer_ops(loaded) == ["Input", "Reshape", "Dense"]
 
 
-def test_flatten_that_merges_the_batch_axis_is_rejected(tmp_path):
-    message = model_error(tmp_path, [mk("Flatten", ["x"], ["y"], axis=2)], [1, 3, 4, 2])
-    assert "Flatten" in message and "batch axis" in message
+def test_flatten_that_merges_the_batch_axis_loads_through_onnx2torch(tmp_path):
+    """onnxruntime's output (3, 8) for one sample is the model's 24 flat logits."""
+    layer = opaque_model(tmp_path, [mk("Flatten", ["x"], ["y"], axis=2)], [1, 3, 4, 2])
+    assert layer.missing == ("Flatten (opset 13)",) and "batch axis" in why(layer)
 
 
 @pytest.mark.parametrize(
@@ -805,9 +829,11 @@ def test_transpose_without_perm_on_a_model_without_batch_axis(tmp_path):
     np.testing.assert_array_equal(loaded.graph.forward(x).numpy(), [[0, 3, 1, 4, 2, 5]])
 
 
-def test_transpose_without_perm_on_a_batched_model_is_rejected(tmp_path):
-    message = model_error(tmp_path, [mk("Transpose", ["x"], ["y"])], [1, 2, 3])
-    assert "Transpose" in message and "batch axis" in message
+def test_transpose_without_perm_on_a_batched_model_loads_through_onnx2torch(tmp_path):
+    """The batch axis moves last: the module runs sample by sample (not on batches)."""
+    layer = opaque_model(tmp_path, [mk("Transpose", ["x"], ["y"])], [1, 2, 3])
+    assert layer.missing == ("Transpose (opset 13)",) and "batch axis" in why(layer)
+    assert not layer.module.batched
 
 
 SQUEEZE_CASES = [
@@ -861,10 +887,12 @@ def test_identity_and_dropout(tmp_path, node, opset, inits):
 
 
 def test_dropout_in_training_mode_is_rejected(tmp_path):
+    """Random outputs in onnxruntime; onnx2torch would convert it as the identity: refused."""
     node = mk("Dropout", ["x", "ratio", "training"], ["y"])
     inits = [init("ratio", 0.5), init("training", True, np.bool_)]
     message = model_error(tmp_path, [node], [1, 20], inits)
-    assert "Dropout" in message and "training" in message
+    assert "Dropout (opset 13)" in message and "training" in message
+    assert "export it in inference mode" in message
 
 
 @pytest.mark.parametrize(
@@ -987,37 +1015,122 @@ def test_model_that_ignores_its_input_is_rejected(tmp_path):
 # -------------------------------------------------------------------- unsupported ops
 
 
-def test_all_unsupported_ops_in_parallel_are_listed_in_one_error(tmp_path):
-    nodes = [
-        mk("Cos", ["x"], ["c"]),
-        mk("Sin", ["x"], ["s"]),
+def _parallel(first: str, second: str) -> list[onnx.NodeProto]:
+    """``first(x) + second(x) + ConvTranspose(x)``."""
+    return [
+        mk(first, ["x"], ["c"]),
+        mk(second, ["x"], ["s"]),
         mk("ConvTranspose", ["x", "W"], ["t"]),
         mk("Add", ["c", "s"], ["a"]),
         mk("Add", ["a", "t"], ["y"]),
     ]
-    message = model_error(tmp_path, nodes, [1, 2, 4, 4], [init("W", weights(rng(), 2, 2, 1, 1))])
-    assert "unsupported ops" in message
-    for op in ("Cos", "Sin", "ConvTranspose"):
-        assert op in message
 
 
-def test_all_unsupported_ops_in_a_chain_are_listed_in_one_error(tmp_path):
-    nodes = [
-        mk("Cos", ["x"], ["c"]),
+def _chain(first: str, second: str) -> list[onnx.NodeProto]:
+    """``ConvTranspose(second(Relu(first(x))))``."""
+    return [
+        mk(first, ["x"], ["c"]),
         mk("Relu", ["c"], ["r"]),
-        mk("Sin", ["r"], ["s"]),
+        mk(second, ["r"], ["s"]),
         mk("ConvTranspose", ["s", "W"], ["y"]),
     ]
-    message = model_error(tmp_path, nodes, [1, 2, 4, 4], [init("W", weights(rng(), 2, 2, 1, 1))])
-    for op in ("Cos", "Sin", "ConvTranspose"):
-        assert op in message
+
+
+CONV_T_WEIGHT = [init("W", weights(rng(), 2, 2, 1, 1))]
+
+
+@pytest.mark.parametrize("build", [_parallel, _chain], ids=["parallel", "chain"])
+def test_all_unsupported_ops_are_listed_in_missing(tmp_path, build):
+    layer = opaque_model(tmp_path, build("Cos", "Sin"), [1, 2, 4, 4], CONV_T_WEIGHT)
+    assert layer.missing == ("Cos (opset 13)", "Sin (opset 13)", "ConvTranspose (opset 13)")
+    assert "Relu" not in why(layer)  # supported ops are not listed
+
+
+@pytest.mark.parametrize("build", [_parallel, _chain], ids=["parallel", "chain"])
+def test_all_unsupported_ops_are_listed_in_one_error(tmp_path, build):
+    """Cosh and Sinh: onnx2torch lacks them too, so the model is refused; the error lists
+    every op the layer graph lacks, ConvTranspose included, and why onnx2torch failed."""
+    message = model_error(tmp_path, build("Cosh", "Sinh"), [1, 2, 4, 4], CONV_T_WEIGHT)
+    assert "unsupported ops: Cosh (opset 13), Sinh (opset 13), ConvTranspose (opset 13) [" in (
+        message
+    )
+    assert "onnx2torch cannot convert the model either" in message
     assert "Relu" not in message  # supported ops are not listed
 
 
 def test_repeated_unsupported_op_is_counted(tmp_path):
     nodes = [mk("Cos", ["x"], ["a"]), mk("Cos", ["x"], ["b"]), mk("Add", ["a", "b"], ["y"])]
-    message = model_error(tmp_path, nodes, [1, 3])
-    assert "Cos (opset 13) x2" in message
+    assert opaque_model(tmp_path, nodes, [1, 3]).missing == ("Cos (opset 13) x2",)
+    nodes = [mk("Cosh", ["x"], ["a"]), mk("Cosh", ["x"], ["b"]), mk("Add", ["a", "b"], ["y"])]
+    assert "unsupported ops: Cosh (opset 13) x2 [" in model_error(tmp_path, nodes, [1, 3])
+
+
+# ----------------------------------------------------------- batch axis, opaque models
+
+
+@pytest.mark.parametrize(
+    ("input_shape", "target", "has_batch", "batched"),
+    [
+        pytest.param(["N", 3, 2, 2], [-1, 12], True, True, id="dim_param-batch"),
+        pytest.param([-1, 3, 2, 2], [-1, 12], True, True, id="minus-one-batch"),
+        pytest.param([1, 3, 2, 2], [-1, 12], True, True, id="batch-1"),
+        pytest.param([1, 3, 2, 2], [1, 12], True, False, id="batch-1-fixed-reshape"),
+        pytest.param([12], [1, 12], False, False, id="no-batch-axis"),
+        pytest.param([12], None, False, True, id="no-batch-axis-matmul"),
+    ],
+)
+def test_opaque_model_with_and_without_a_batch_axis(
+    tmp_path, input_shape, target, has_batch, batched
+):
+    """HardSwish (the layer graph lacks it) -> Reshape to ``target`` -> Gemm (``target``
+    None: -> MatMul -> Add): the per-sample shape leaves out the batch axis when there is
+    one; the onnx2torch module runs on whole batches when that gives the samples' own
+    outputs (else sample by sample), and the audit's fidelity check (onnxruntime, batched
+    when it can) passes."""
+    from audit_core.model import open_model
+    from audit_core.torch_module import Float32Logits
+
+    g = rng(24)
+    w, b = weights(g, 5, 12), weights(g, 5)
+    if target is None:
+        nodes = [
+            mk("HardSwish", ["x"], ["h"]),
+            mk("MatMul", ["h", "Wt"], ["m"]),
+            mk("Add", ["m", "b"], ["y"]),
+        ]
+        inits = [init("Wt", w.T.copy()), init("b", b)]
+    else:
+        nodes = [
+            mk("HardSwish", ["x"], ["h"]),
+            mk("Reshape", ["h", "shape"], ["r"]),
+            mk("Gemm", ["r", "W", "b"], ["y"], transB=1),
+        ]
+        inits = [init("shape", target, np.int64), init("W", w), init("b", b)]
+    path = save(make_model(nodes, input_shape, inits, opset=14), tmp_path)
+    loaded = assert_opaque_matches_ort(path, n=5)
+    assert loaded.has_batch is has_batch
+    assert loaded.graph.input_shape == ((3, 2, 2) if has_batch else (12,))
+    assert loaded.graph.output_shape == (5,)
+    layer = opaque(loaded)
+    assert layer.missing == ("HardSwish (opset 14)",) and layer.module.batched is batched
+    model = open_model(path, "m", None, np.random.default_rng(0))
+    assert model.torch_model.module is opaque(model.loaded).module  # no second conversion
+    assert model.torch_model.source == "onnx2torch"
+    assert model.fidelity.torch_error <= 1e-5 and model.fidelity.graph_error <= 1e-5
+    x = torch.rand((7, *loaded.graph.input_shape), dtype=torch.float64)
+    logits = model.module(x)
+    assert logits.shape == (7, 5)
+    torch.testing.assert_close(Float32Logits(model.module)(x), logits, rtol=1e-5, atol=1e-5)
+
+
+def test_negative_input_dims_are_dynamic(tmp_path):
+    """``-1`` as a per-sample dim is dynamic (like a dim_param): --data fixes it."""
+    model = make_model([mk("Relu", ["x"], ["y"])], [-1, -1, 3])
+    path = save(model, tmp_path)
+    message = load_error(path)
+    assert "dynamic" in message and "['?', '?', 3]" in message
+    loaded = assert_matches_ort(path, sample_shape=(4, 3))
+    assert loaded.has_batch and loaded.graph.input_shape == (4, 3)
 
 
 def test_supported_ops_cover_the_required_list():

@@ -1,7 +1,10 @@
 """ONNX file -> checked, normalised ``onnx.ModelProto`` -> ``LayerGraph``.
 
 Every problem that stops the import is a ``ModelLoadError`` with one line of
-explanation; all unsupported ops are collected and listed together.
+explanation; all unsupported ops are collected and listed together. A model with ops
+the layer graph lacks still loads when onnx2torch converts it: as the input and one
+``Opaque`` node (``Opaque.missing`` lists those ops), unless one of them makes the
+output depend on more than the sample (training mode) or the output is a constant.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ import hashlib
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import onnx
@@ -27,12 +31,22 @@ from audit_core.onnx_import.fusion import fuse_affine, prune
 from audit_core.onnx_import.registry import (
     OnnxNode,
     TensorRef,
+    TrainingMode,
     Unsupported,
     Value,
     find_converter,
 )
 
 _OUTPUT_ACTIVATIONS = {"softmax": Softmax, "sigmoid": Sigmoid}
+
+
+class _Problem(NamedTuple):
+    """One node the layer graph cannot represent: ``label`` (``"HardSwish (opset 17)"``),
+    ``detail`` (``"node: why"``); ``opaque``: the model may still load through onnx2torch."""
+
+    label: str
+    detail: str
+    opaque: bool = True
 
 
 @dataclass(frozen=True)
@@ -143,20 +157,22 @@ def _single_input(proto: onnx.ModelProto, path: Path) -> onnx.ValueInfoProto:
 def _input_shape(
     info: onnx.ValueInfoProto, sample_shape: tuple[int, ...] | None, path: Path
 ) -> tuple[bool, tuple[int, ...]]:
-    """(has a batch axis, per-sample shape). Rank >= 2 inputs have a leading batch axis."""
+    """(has a batch axis, per-sample shape). Rank >= 2 inputs have a leading batch axis.
+
+    A dim is dynamic when it is a ``dim_param``, unset, or not positive (exporters write
+    ``-1`` or ``0`` for a free batch axis)."""
     dims = [
-        d.dim_value if d.HasField("dim_value") else None for d in info.type.tensor_type.shape.dim
+        d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None
+        for d in info.type.tensor_type.shape.dim
     ]
     if not dims:
         raise ModelLoadError(f"{path}: input {info.name!r} has no static rank")
     has_batch = len(dims) >= 2
     per_sample = dims[1:] if has_batch else dims
     if sample_shape is not None and len(sample_shape) == len(per_sample):
-        per_sample = [
-            s if d in (None, 0) else d for d, s in zip(per_sample, sample_shape, strict=True)
-        ]
-    if any(d in (None, 0) for d in per_sample):
-        shown = ["?" if d in (None, 0) else d for d in dims]
+        per_sample = [s if d is None else d for d, s in zip(per_sample, sample_shape, strict=True)]
+    if any(d is None for d in per_sample):
+        shown = ["?" if d is None else d for d in dims]
         raise ModelLoadError(
             f"{path}: input {info.name!r} has a dynamic shape {shown}; pass --data so the "
             "data fixes it"
@@ -182,11 +198,17 @@ def _convert(
     for init in proto.graph.initializer:
         values[init.name] = numpy_helper.to_array(init)
     opsets = {o.domain or "": int(o.version) for o in proto.opset_import}
-    problems: list[tuple[str, str]] = []
+    problems: list[_Problem] = []
     for node_proto in proto.graph.node:
         _convert_node(node_proto, opsets, builder, values, problems)
     output = values.get(proto.graph.output[0].name)
     graph_output = _output_index(output, problems)
+    refused = [p.detail for p in problems if not p.opaque]
+    if refused:
+        raise ModelLoadError(
+            f"{path}: {_problems_text(problems)}; the model cannot be audited as a function "
+            f"of one input ({'; '.join(refused)}): export it in inference mode"
+        )
     if problems:
         return _opaque_graph(proto, builder.nodes[0], has_batch, problems, path)
     return _finish(builder.nodes, graph_output, path)
@@ -197,7 +219,7 @@ def _convert_node(
     opsets: dict[str, int],
     builder: GraphBuilder,
     values: dict[str, Value],
-    problems: list[tuple[str, str]],
+    problems: list[_Problem],
 ) -> None:
     domain = "" if node_proto.domain in ("", "ai.onnx") else node_proto.domain
     opset = opsets.get(domain, 1)
@@ -205,9 +227,8 @@ def _convert_node(
         # downstream of a reported problem: still list this op if it is unsupported too
         if find_converter(domain, node_proto.op_type, opset) is None:
             label = f"{domain + '.' if domain else ''}{node_proto.op_type} (opset {opset})"
-            problems.append(
-                (label, f"{node_proto.name or node_proto.output[0]}: no converter for this op")
-            )
+            name = node_proto.name or node_proto.output[0]
+            problems.append(_Problem(label, f"{name}: no converter for this op"))
         return
     node = OnnxNode(
         name=node_proto.name or node_proto.output[0],
@@ -222,10 +243,11 @@ def _convert_node(
     try:
         outputs = _run_converter(node, node_proto, builder)
     except Unsupported as reason:
-        problems.append((_op_label(node), f"{node.name}: {reason}"))
+        opaque = not isinstance(reason, TrainingMode)
+        problems.append(_Problem(_op_label(node), f"{node.name}: {reason}", opaque))
         return
     except (ValueError, IndexError, TypeError, KeyError) as error:
-        problems.append((_op_label(node), f"{node.name}: malformed node ({error})"))
+        problems.append(_Problem(_op_label(node), f"{node.name}: malformed node ({error})"))
         return
     for name, value in zip(node.outputs, outputs, strict=False):
         values[name] = value
@@ -265,23 +287,24 @@ def _op_label(node: OnnxNode) -> str:
     return f"{domain}{node.op_type} (opset {node.opset})"
 
 
-def _output_index(output: Value | None, problems: list[tuple[str, str]]) -> int:
+def _output_index(output: Value | None, problems: list[_Problem]) -> int:
     if output is None:
         return -1
     if not isinstance(output, TensorRef):
-        problems.append(("output", "the model output is a constant (it ignores its input)"))
+        detail = "the model output is a constant (it ignores its input)"
+        problems.append(_Problem("output", detail, opaque=False))
         return -1
     return output.index
 
 
-def _problem_labels(problems: list[tuple[str, str]]) -> tuple[str, ...]:
+def _problem_labels(problems: list[_Problem]) -> tuple[str, ...]:
     """``("HardSwish (opset 17) x19", ...)``: each unsupported op once, with its count."""
-    counts = Counter(label for label, _ in problems)
+    counts = Counter(p.label for p in problems)
     return tuple(f"{label} x{n}" if n > 1 else label for label, n in counts.items())
 
 
-def _problems_text(problems: list[tuple[str, str]]) -> str:
-    details = "; ".join(detail for _, detail in problems[:6])
+def _problems_text(problems: list[_Problem]) -> str:
+    details = "; ".join(p.detail for p in problems[:6])
     more = f"; and {len(problems) - 6} more" if len(problems) > 6 else ""
     return f"unsupported ops: {', '.join(_problem_labels(problems))} [{details}{more}]"
 
@@ -290,7 +313,7 @@ def _opaque_graph(
     proto: onnx.ModelProto,
     input_node: Node,
     has_batch: bool,
-    problems: list[tuple[str, str]],
+    problems: list[_Problem],
     path: Path,
 ) -> LayerGraph:
     """The model as one ``Opaque`` node run by onnx2torch, when the layer graph lacks ops.
@@ -312,7 +335,12 @@ def _opaque_graph(
             f"({type(error).__name__}: {first})"
         ) from error
     params = sum(int(np.prod(i.dims)) for i in proto.graph.initializer)
-    layer = Opaque(module=module, missing=_problem_labels(problems), parameters=params)
+    layer = Opaque(
+        module=module,
+        missing=_problem_labels(problems),
+        details=tuple(p.detail for p in problems),
+        parameters=params,
+    )
     node = Node("onnx2torch", layer, (0,), (int(classes),), (), logits_name)
     return LayerGraph((input_node, node), activation, path.stem)
 

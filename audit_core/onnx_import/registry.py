@@ -39,6 +39,13 @@ class Unsupported(Exception):
     """A node the importer cannot represent; collected, then reported all together."""
 
 
+class TrainingMode(Unsupported):
+    """A training-mode node (BatchNormalization over batch statistics, random Dropout): the
+    model's output is not a function of one sample. Such a model is refused even when
+    onnx2torch converts it, since onnx2torch ignores the training flag (it would compute
+    the inference-mode model, not what onnxruntime runs)."""
+
+
 @dataclass(frozen=True)
 class OnnxNode:
     """An ONNX node with its inputs resolved to ``Value``s (``None`` for empty inputs)."""

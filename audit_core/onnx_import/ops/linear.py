@@ -6,7 +6,14 @@ import numpy as np
 
 from audit_core.layers import Dense, ElementwiseAffine, Reshape, Sum, frozen_array
 from audit_core.onnx_import.builder import GraphBuilder
-from audit_core.onnx_import.registry import OnnxNode, TensorRef, Unsupported, Value, converter
+from audit_core.onnx_import.registry import (
+    OnnxNode,
+    TensorRef,
+    TrainingMode,
+    Unsupported,
+    Value,
+    converter,
+)
 
 
 @converter("Gemm")
@@ -96,7 +103,7 @@ def batch_norm(node: OnnxNode, builder: GraphBuilder) -> list[Value]:
     """
     x = node.tensor(0)
     if node.attr("training_mode", 0) or (len(node.outputs) > 1 and any(node.outputs[1:])):
-        raise Unsupported("BatchNormalization in training mode")
+        raise TrainingMode("BatchNormalization in training mode")
     if node.attr("spatial", 1) != 1:
         raise Unsupported("BatchNormalization with spatial=0")
     gamma, beta, mean, var = (node.constant(i) for i in range(1, 5))

@@ -12,7 +12,14 @@ from onnx import numpy_helper
 
 from audit_core.layers import Reshape, Transpose
 from audit_core.onnx_import.builder import GraphBuilder
-from audit_core.onnx_import.registry import OnnxNode, TensorRef, Unsupported, Value, converter
+from audit_core.onnx_import.registry import (
+    OnnxNode,
+    TensorRef,
+    TrainingMode,
+    Unsupported,
+    Value,
+    converter,
+)
 
 
 def _reshape(node: OnnxNode, builder: GraphBuilder, x: TensorRef, full: tuple[int, ...]) -> Value:
@@ -104,7 +111,7 @@ def identity(node: OnnxNode, builder: GraphBuilder) -> list[Value]:
     if node.op_type == "Dropout" and len(node.outputs) > 1 and node.outputs[1]:
         raise Unsupported("Dropout with a mask output")
     if node.op_type == "Dropout" and np.any(node.constant(2, np.zeros(()))):
-        raise Unsupported("Dropout in training mode")
+        raise TrainingMode("Dropout in training mode")
     value = node.inputs[0]
     if value is None:
         raise Unsupported(f"{node.op_type} without input")
