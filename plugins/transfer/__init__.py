@@ -107,7 +107,7 @@ class LinearTransfer(Analysis):
         Reference(PAPER, "Corollary 6"),
         Reference(PAPER, "Theorem 8"),
     )
-    requires = Requirements(data=True)
+    requires = Requirements(data=True, layer_graph=False)
     Config = LinearTransferConfig
 
     def run(self, ctx: AuditContext) -> Iterable[Finding]:
@@ -185,7 +185,7 @@ class ConvexTransfer(Analysis):
         Reference(PAPER, "Theorem 16"),
         Reference(PAPER, "Corollary 17"),
     )
-    requires = Requirements(data=True)
+    requires = Requirements(data=True, layer_graph=False)
     Config = ConvexTransferConfig
 
     def run(self, ctx: AuditContext) -> Iterable[Finding]:
