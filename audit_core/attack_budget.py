@@ -54,12 +54,13 @@ class MinimalAttackConfig:
     search_levels: int = 6
     """Radii of the wide search, smallest first: the search radius times 2^-k for k =
     search_levels - 1, ..., 0 (stops at the first radius where PGD finds a point)."""
-    effort: str = "auto"
+    preset: str = "auto"
     """``full``: this budget as set, in float64; ``light``: at most 2 restarts, 20 steps,
     5 bisection steps, 20 line-search steps, 20 DeepFool iterations and 4 search levels, in
     float32 (every point found is verified in float64 and onnxruntime anyway); ``auto``:
     light for models whose forward pass costs more than 1e8 multiply-adds per sample
-    (resnet18: 1.8e9), full below."""
+    (resnet18: 1.8e9), full below. (Not ``effort``: that is ``certificates.effort``, the
+    certificates' own budget; no analysis shares a key with this table.)"""
     batch_size: int = 256
     """Samples searched together (bounds the memory of DeepFool's gradients, batch_size x
     deepfool_classes x input size floats)."""
@@ -81,24 +82,24 @@ class MinimalAttackConfig:
                 "batch_size": 1,
             },
             positive=("step_fraction",),
-            choices={"effort": EFFORTS},
+            choices={"preset": PRESETS},
         )
 
     def effective(self, forward_macs: int) -> MinimalAttackConfig:
         """The budget the search runs with on a model of ``forward_macs`` multiply-adds per
-        sample (``effort``: ``auto`` becomes ``full`` or ``light``)."""
-        effort = self.effort
-        if effort == "auto":
-            effort = "light" if forward_macs > LARGE_MODEL_MACS else "full"
-        if effort == "full":
-            return replace(self, effort="full")
+        sample (``preset``: ``auto`` becomes ``full`` or ``light``)."""
+        preset = self.preset
+        if preset == "auto":
+            preset = "light" if forward_macs > LARGE_MODEL_MACS else "full"
+        if preset == "full":
+            return replace(self, preset="full")
         caps = {name: min(getattr(self, name), cap) for name, cap in LIGHT_CAPS.items()}
-        return replace(self, effort="light", **caps)
+        return replace(self, preset="light", **caps)
 
     @property
     def float32(self) -> bool:
         """Whether the search runs in float32 (``light``)."""
-        return self.effort == "light"
+        return self.preset == "light"
 
     def work_units(self, num_samples: int) -> int:
         """Total work units of the search on ``num_samples`` samples.
@@ -110,9 +111,9 @@ class MinimalAttackConfig:
         return num_samples * (self.bisection_steps + 2)
 
 
-EFFORTS = ("auto", "full", "light")
+PRESETS = ("auto", "full", "light")
 LARGE_MODEL_MACS = 1e8
-"""``effort = "auto"`` runs light above this many multiply-adds per sample and forward pass."""
+"""``preset = "auto"`` runs light above this many multiply-adds per sample and forward pass."""
 LIGHT_CAPS = {
     "restarts": 2,
     "steps": 20,

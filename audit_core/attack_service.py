@@ -76,7 +76,7 @@ class AttackService:
         self.seed = seed
         self.config = config or MinimalAttackConfig()
         self.budget = self.config.effective(model.forward_macs)
-        """The budget the searches run with (``effort`` resolved for this model)."""
+        """The budget the searches run with (``preset`` resolved for this model)."""
         self.executor = executor or Executor(1)
         self.searches = 0
         self._cache: dict[str, MinimalAdversarial] = {}

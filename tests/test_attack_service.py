@@ -105,8 +105,8 @@ def test_attacks_option_changes_the_search_for_both(searches, tiny_model, tiny_d
     budget = {"steps": "3", "restarts": "1", "bisection-steps": "2"}  # as -o gives them
     outcome = _run([tiny_model], tiny_data, "l2", budget)
     (only,) = searches
-    # a small model: effort "auto" runs the budget as set ("full")
-    assert only[2] == MinimalAttackConfig(steps=3, restarts=1, bisection_steps=2, effort="full")
+    # a small model: preset "auto" runs the budget as set ("full")
+    assert only[2] == MinimalAttackConfig(steps=3, restarts=1, bisection_steps=2, preset="full")
     assert outcome.report.settings["attacks"]["steps"] == 3
     assert outcome.report.settings["attacks"]["bisection_steps"] == 2
     bound = outcome.exports[("tiny", "attack-bound")]["attack_distance"]
@@ -149,13 +149,13 @@ def test_the_service_caches_per_norm_and_reports_progress_when_cached(
     assert service.searches == 2
 
 
-def test_effort_auto_is_light_above_the_model_size_threshold() -> None:
+def test_preset_auto_is_light_above_the_model_size_threshold() -> None:
     """Large models (resnet18: 1.8e9 multiply-adds) get the light budget in float32; the
     light budget caps the keys, never raises them; ``full`` and ``light`` are kept."""
     budget = MinimalAttackConfig(restarts=10, steps=5)
     small, large = budget.effective(10**6), budget.effective(2 * 10**9)
-    assert small == replace(budget, effort="full") and not small.float32
-    assert large.effort == "light" and large.float32
+    assert small == replace(budget, preset="full") and not small.float32
+    assert large.preset == "light" and large.float32
     assert (large.restarts, large.steps, large.bisection_steps) == (2, 5, 5)
-    assert MinimalAttackConfig(effort="full").effective(10**12).effort == "full"
-    assert MinimalAttackConfig(effort="light").effective(1).effort == "light"
+    assert MinimalAttackConfig(preset="full").effective(10**12).preset == "full"
+    assert MinimalAttackConfig(preset="light").effective(1).preset == "light"

@@ -139,10 +139,10 @@ def distance_finding(ctx: AuditContext, r: AttackDistances) -> Finding:
 
 
 def _budget_note(ctx: AuditContext) -> str:
-    """Which budget the search ran with (``[attacks] effort``, resolved for this model)."""
+    """Which budget the search ran with (``[attacks] preset``, resolved for this model)."""
     budget = ctx.attacks.budget
     text = (
-        f"Search budget: {budget.effort} effort ({budget.restarts} restarts x {budget.steps} "
+        f"Search budget: {budget.preset} preset ({budget.restarts} restarts x {budget.steps} "
         f"PGD steps, {budget.bisection_steps} bisection steps, DeepFool over the top "
         f"{budget.deepfool_classes} classes"
     )
