@@ -508,8 +508,36 @@ def audit_register_analyses(register):
 """
 
 
-def test_sigterm_exits_2_without_touching_the_reports(tmp_path, tiny_model) -> None:
-    """A real process interrupted mid-analysis: exit code 2, previous reports intact."""
+SLOW_UNITS_PLUGIN = """
+import os
+import time
+from pathlib import Path
+from audit_core.analysis import Analysis, Requirements
+from audit_core.hookspecs import hookimpl
+
+def unit(folder, index):
+    Path(folder, f"unit-{os.getpid()}").write_text("yes")
+    time.sleep(120)
+    return index
+
+class SlowUnits(Analysis):
+    name = "slow-units"
+    requires = Requirements(data=False)
+
+    def run(self, ctx):
+        folder = str(Path(ctx.settings.out).parent)
+        ctx.executor.map(unit, range(4), shared=ctx.executor.share(folder))
+        return []
+
+@hookimpl
+def audit_register_analyses(register):
+    register(SlowUnits())
+"""
+
+
+def _interrupted_audit(tmp_path: Path, model: Path, plugin: str, source: str, *args: str):
+    """``audit`` in a real process with ``plugin`` only, SIGTERM once a unit started:
+    (return code, stderr, the report folder, the pids that marked a unit started)."""
     import os
     import signal
     import subprocess
@@ -518,26 +546,66 @@ def test_sigterm_exits_2_without_touching_the_reports(tmp_path, tiny_model) -> N
 
     site = tmp_path / "site"
     site.mkdir()
-    install_plugin(site, "slow", SLOW_PLUGIN)
+    install_plugin(site, plugin, source)
     out = _previous_reports(tmp_path)
     command = [
         sys.executable,
         "-c",
         "from robustness_audit.cli import main; raise SystemExit(main())",
     ]
-    env = {**os.environ, "AUDIT_PLUGINS": "slow", "PYTHONPATH": str(site)}
+    env = {**os.environ, "AUDIT_PLUGINS": plugin, "PYTHONPATH": str(site)}
     process = subprocess.Popen(
-        [*command, str(tiny_model), "--out", str(out)], stderr=subprocess.PIPE, text=True, env=env
+        [*command, str(model), "--out", str(out), *args], stderr=subprocess.PIPE, text=True, env=env
     )
     deadline = time.monotonic() + 120
-    while not (tmp_path / "started").exists() and time.monotonic() < deadline:
+    marks = lambda: list(tmp_path.glob("started")) + list(out.parent.glob("unit-*"))  # noqa: E731
+    while not marks() and time.monotonic() < deadline:
         assert process.poll() is None, process.communicate()[1]
         time.sleep(0.2)
     process.send_signal(signal.SIGTERM)
     _, stderr = process.communicate(timeout=60)
-    assert process.returncode == 2, stderr
+    pids = [int(p.name.split("-")[1]) for p in out.parent.glob("unit-*")]
+    return process.returncode, stderr, out, pids
+
+
+def test_sigterm_exits_2_without_touching_the_reports(tmp_path, tiny_model) -> None:
+    """A real process interrupted mid-analysis: exit code 2, previous reports intact."""
+    code, stderr, out, _ = _interrupted_audit(tmp_path, tiny_model, "slow", SLOW_PLUGIN)
+    assert code == 2, stderr
     assert "interrupted" in stderr and "Traceback" not in stderr
     _assert_untouched(out)
+
+
+def test_sigterm_while_workers_run_units_stops_them_too(tmp_path, tiny_model) -> None:
+    """Interrupted while two local worker processes run units: exit code 2, one line,
+    previous reports intact, and the workers are gone (their units are cancelled)."""
+    import os
+    import time
+
+    code, stderr, out, pids = _interrupted_audit(
+        tmp_path, tiny_model, "slow-units", SLOW_UNITS_PLUGIN, "--workers", "2"
+    )
+    assert code == 2, stderr
+    assert "interrupted" in stderr and "Traceback" not in stderr
+    _assert_untouched(out)
+    assert pids and os.getpid() not in pids
+    deadline = time.monotonic() + 30
+    alive = pids
+    while alive and time.monotonic() < deadline:
+        alive = [pid for pid in pids if _running(pid)]
+        time.sleep(0.5)
+    assert not alive, f"worker processes still running: {alive}"
+
+
+def _running(pid: int) -> bool:
+    import os
+
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    status = Path(f"/proc/{pid}/status")
+    return not (status.exists() and "zombie" in status.read_text())
 
 
 def test_internal_errors_exit_3_with_one_line(
