@@ -597,6 +597,56 @@ def test_sigterm_while_workers_run_units_stops_them_too(tmp_path, tiny_model) ->
     assert not alive, f"worker processes still running: {alive}"
 
 
+DYING_UNITS_PLUGIN = """
+import os
+from audit_core.analysis import Analysis, Requirements
+from audit_core.hookspecs import hookimpl
+
+def unit(shared, index):
+    if index == 1:
+        os._exit(9)  # as a segfault or the OOM killer would
+    return index
+
+class DyingUnits(Analysis):
+    name = "dying-units"
+    requires = Requirements(data=False)
+
+    def run(self, ctx):
+        ctx.executor.map(unit, range(4))
+        return []
+
+@hookimpl
+def audit_register_analyses(register):
+    register(DyingUnits())
+"""
+
+
+def test_a_worker_process_that_dies_is_an_error_finding(tmp_path, tiny_model) -> None:
+    import os
+    import subprocess
+    import sys
+
+    site = tmp_path / "site"
+    site.mkdir()
+    install_plugin(site, "dying-units", DYING_UNITS_PLUGIN)
+    env = {**os.environ, "AUDIT_PLUGINS": "dying-units", "PYTHONPATH": str(site)}
+    command = [
+        sys.executable,
+        "-c",
+        "from robustness_audit.cli import main; raise SystemExit(main())",
+    ]
+    done = subprocess.run(
+        [*command, str(tiny_model), "--out", str(tmp_path / "out"), "--workers", "2"],
+        capture_output=True, text=True, env=env, timeout=300, check=False,
+    )  # fmt: skip
+    assert done.returncode == 1, done.stderr
+    assert "Traceback" not in done.stderr
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    (finding,) = [f for f in report["findings"] if f["analysis"] == "dying-units"]
+    assert finding["status"] == "error"
+    assert "worker process died" in json.dumps(finding)
+
+
 def _running(pid: int) -> bool:
     import os
 
