@@ -33,24 +33,29 @@ def _data(folder: Path, count: int, seed: int = 0) -> Path:
     return path
 
 
+def audit_process(arguments: list[str]) -> tuple[float, float, int, str]:
+    """``audit ARGUMENTS`` in a fresh process: (wall seconds, its own peak resident memory
+    in MiB, exit code, stderr)."""
+    command = [sys.executable, "-c", "from robustness_audit.cli import main; main()"]
+    clock = time.perf_counter()
+    with tempfile.TemporaryFile("w+") as errors:
+        child = subprocess.Popen([*command, *arguments], stdout=subprocess.DEVNULL, stderr=errors)
+        _, status, usage = os.wait4(child.pid, 0)  # this child's own peak memory
+        seconds = time.perf_counter() - clock
+        errors.seek(0)
+        return seconds, usage.ru_maxrss / 1024, os.waitstatus_to_exitcode(status), errors.read()
+
+
 def _audit(model: Path, data: Path, count: int, analysis: str, budget: str, out: Path):
     """(wall seconds, peak RSS MiB) of one audit in a fresh process."""
-    command = [
-        sys.executable, "-c", "from robustness_audit.cli import main; main()",
+    seconds, peak, code, errors = audit_process([
         str(model), "--data", str(data), "--samples", str(count), "--only", analysis,
         "--workers", "1", "--memory-budget", budget, "--out", str(out), "--quiet",
         "-o", "lower-bounds.max_seconds=20",
-    ]  # fmt: skip
-    clock = time.perf_counter()
-    with tempfile.TemporaryFile("w+") as errors:
-        child = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=errors)
-        _, status, usage = os.wait4(child.pid, 0)  # this child's own peak memory
-        child.returncode = os.waitstatus_to_exitcode(status)
-        seconds = time.perf_counter() - clock
-        if child.returncode not in (0, 1):
-            errors.seek(0)
-            raise SystemExit(f"{analysis} at {count}: exit {child.returncode}: {errors.read()}")
-    return seconds, usage.ru_maxrss / 1024
+    ])  # fmt: skip
+    if code not in (0, 1):
+        raise SystemExit(f"{analysis} at {count}: exit {code}: {errors.strip()}")
+    return seconds, peak
 
 
 def main() -> None:
