@@ -14,6 +14,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
+import audit_model_zoo as zoo
 from audit_core import __version__
 from audit_core.attack_budget import MinimalAttackConfig
 from audit_core.testing import mlp_onnx, random_mlp, save_dataset, save_model
@@ -288,7 +289,26 @@ BAD_MODELS = {
         "not an ONNX model",
     ),
     "text": (lambda d: _write(d / "notes.onnx", b"hello, I am not a model\n" * 20), "not an ONNX"),
+    # protobuf hands back text fields that are not valid UTF-8 as bytes
+    "utf8-producer": (lambda d: _invalid_utf8(d, "producer"), "model.producer_name is not valid"),
+    "utf8-node-name": (lambda d: _invalid_utf8(d, "node"), "model.graph.node[0].name"),
+    "utf8-metadata": (lambda d: _invalid_utf8(d, "metadata"), "model.metadata_props[0].value"),
 }
+
+
+def _invalid_utf8(folder: Path, field: str) -> Path:
+    """A zoo model whose ``field`` holds a byte that is not valid UTF-8."""
+    proto = onnx.load(str(zoo.model_path("digits_mlp2")))
+    marker = "MARKER-TEXT"
+    if field == "producer":
+        proto.producer_name = marker
+    elif field == "node":
+        proto.graph.node[0].name = marker
+    else:
+        del proto.metadata_props[:]
+        proto.metadata_props.add(key="note", value=marker)
+    raw = proto.SerializeToString().replace(marker.encode(), b"\xffARKER-TEXT")
+    return _write(folder / f"utf8-{field}.onnx", raw)
 
 
 @pytest.mark.parametrize("case", sorted(BAD_MODELS))

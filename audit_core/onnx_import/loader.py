@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import DecodeError
 from onnx import helper, numpy_helper
 from onnx.reference import ReferenceEvaluator
@@ -101,7 +102,29 @@ def _parse(raw: bytes, path: Path) -> onnx.ModelProto:
         ) from error
     if proto.ir_version <= 0 or not proto.graph.node or not proto.graph.output:
         raise ModelLoadError(f"{path}: not an ONNX model (no IR version, nodes or outputs)")
+    damaged = _invalid_text(proto, "model")
+    if damaged:
+        raise ModelLoadError(f"{path}: damaged ONNX file: {damaged} is not valid UTF-8 text")
     return proto
+
+
+def _invalid_text(message, where: str) -> str | None:
+    """The first text field (names, doc strings, metadata, attribute names, nested
+    graphs') that is not valid UTF-8, as a dotted path; None when all are. Protobuf
+    hands such fields back as bytes instead of refusing the file."""
+    for field, value in message.ListFields():
+        repeated = field.is_repeated
+        items = list(value) if repeated else [value]
+        here = f"{where}.{field.name}"
+        if field.type == FieldDescriptor.TYPE_STRING:
+            if any(isinstance(item, bytes) for item in items):
+                return here
+        elif field.type == FieldDescriptor.TYPE_MESSAGE:
+            for index, item in enumerate(items):
+                found = _invalid_text(item, f"{here}[{index}]" if repeated else here)
+                if found:
+                    return found
+    return None
 
 
 def _check(proto: onnx.ModelProto, path: Path) -> None:
