@@ -725,3 +725,60 @@ def test_out_of_range_analysis_parameters_are_usage_errors(
     monkeypatch.delenv("AUDIT_PLUGINS")
     run = run_audit(tiny_model, "--data", tiny_data, "-o", option)
     _assert_one_line_error(run, 4, needle)
+
+
+def _external_data_model(folder: Path, location: str) -> Path:
+    """digits_mlp2 with its tensors in external data at ``location`` (written next to the
+    model as weights.bin; ``location`` is then rewritten as given)."""
+    from onnx.external_data_helper import convert_model_to_external_data
+
+    proto = onnx.load(str(zoo.model_path("digits_mlp2")))
+    convert_model_to_external_data(proto, location="weights.bin", size_threshold=0)
+    onnx.save(proto, folder / "model.onnx")
+    for tensor in proto.graph.initializer:
+        for entry in tensor.external_data:
+            if entry.key == "location":
+                entry.value = location
+    onnx.save_model(proto, folder / "model.onnx")
+    return folder / "model.onnx"
+
+
+def test_external_data_inside_the_model_folder_is_read(run_audit, tmp_path) -> None:
+    folder = tmp_path / "models"
+    folder.mkdir()
+    model = _external_data_model(folder, "weights.bin")
+    data = zoo.dataset_path("digits_mlp2")
+    run = run_audit(model, "--data", data, "--samples", "5", "--only", "attack-bound")
+    assert run.exit_code == 0, run.stderr
+
+
+@pytest.mark.parametrize("where", ["parent", "absolute", "symlink"])
+def test_external_data_outside_the_model_folder_is_refused_unread(tmp_path, where) -> None:
+    """The planted file outside is a FIFO: opening it to read would block, so an audit
+    that finishes (exit 4, one line) never opened it."""
+    import os
+    import subprocess
+    import sys
+
+    secret = tmp_path / "secret.bin"
+    os.mkfifo(secret)
+    folder = tmp_path / "models"
+    folder.mkdir()
+    location = {"parent": "../secret.bin", "absolute": str(secret), "symlink": "link.bin"}[where]
+    if where == "symlink":
+        (folder / "link.bin").symlink_to(secret)
+    model = _external_data_model(folder, location)
+    command = [
+        sys.executable,
+        "-c",
+        "from robustness_audit.cli import main; raise SystemExit(main())",
+    ]
+    done = subprocess.run(
+        [*command, str(model), "--data", str(zoo.dataset_path("digits_mlp2")),
+         "--out", str(tmp_path / "out")],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert done.returncode == 4, done.stderr
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "not a file inside the model's folder" in lines[0], lines
+    assert not (tmp_path / "out").exists()

@@ -15,7 +15,8 @@ import numpy as np
 import onnx
 from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import DecodeError
-from onnx import helper, numpy_helper
+from onnx import TensorProto, helper, numpy_helper
+from onnx.external_data_helper import load_external_data_for_model
 from onnx.reference import ReferenceEvaluator
 
 from audit_core.errors import ModelLoadError
@@ -58,6 +59,7 @@ def load_onnx(path: str | Path, sample_shape: tuple[int, ...] | None = None) -> 
     path = Path(path)
     raw = _read_bytes(path)
     proto = _parse(raw, path)
+    _load_external_data(proto, path)
     _check(proto, path)
     proto = normalise(proto)
     input_info = _single_input(proto, path)
@@ -108,18 +110,56 @@ def _parse(raw: bytes, path: Path) -> onnx.ModelProto:
     return proto
 
 
+def _load_external_data(proto: onnx.ModelProto, path: Path) -> None:
+    """Tensors stored outside the file (ONNX external data) read into ``proto``, only from
+    regular files inside the model's folder: a location that is absolute, climbs out
+    (``..``) or resolves outside it through a symlink refuses the model before any file
+    is opened."""
+    tensors = [t for t in _all_tensors(proto.graph) if t.data_location == TensorProto.EXTERNAL]
+    if not tensors:
+        return
+    folder = path.resolve().parent
+    for tensor in tensors:
+        location = next((e.value for e in tensor.external_data if e.key == "location"), "")
+        target = (folder / location).resolve()
+        inside = bool(location) and not Path(location).is_absolute()
+        if not inside or not target.is_relative_to(folder) or not target.is_file():
+            raise ModelLoadError(
+                f"{path}: external data {location!r} of tensor {tensor.name!r} is not a "
+                "file inside the model's folder: refused"
+            )
+    try:
+        load_external_data_for_model(proto, str(folder))
+    except (OSError, ValueError) as error:
+        raise ModelLoadError(f"{path}: cannot read its external data ({error})") from error
+
+
+def _all_tensors(graph: onnx.GraphProto):
+    """Every tensor of ``graph``: initializers, node attributes, nested graphs'."""
+    yield from graph.initializer
+    for node in graph.node:
+        for attribute in node.attribute:
+            if attribute.HasField("t"):
+                yield attribute.t
+            yield from attribute.tensors
+            if attribute.HasField("g"):
+                yield from _all_tensors(attribute.g)
+            for sub in attribute.graphs:
+                yield from _all_tensors(sub)
+
+
 def _invalid_text(message, where: str) -> str | None:
     """The first text field (names, doc strings, metadata, attribute names, nested
     graphs') that is not valid UTF-8, as a dotted path; None when all are. Protobuf
     hands such fields back as bytes instead of refusing the file."""
-    for field, value in message.ListFields():
-        repeated = field.is_repeated
+    for descriptor, value in message.ListFields():
+        repeated = descriptor.is_repeated
         items = list(value) if repeated else [value]
-        here = f"{where}.{field.name}"
-        if field.type == FieldDescriptor.TYPE_STRING:
+        here = f"{where}.{descriptor.name}"
+        if descriptor.type == FieldDescriptor.TYPE_STRING:
             if any(isinstance(item, bytes) for item in items):
                 return here
-        elif field.type == FieldDescriptor.TYPE_MESSAGE:
+        elif descriptor.type == FieldDescriptor.TYPE_MESSAGE:
             for index, item in enumerate(items):
                 found = _invalid_text(item, f"{here}[{index}]" if repeated else here)
                 if found:
