@@ -39,6 +39,7 @@ from audit_core.onnx_import import LoadedModel, load_onnx
 from audit_core.plugins import PluginHost
 from audit_core.report_model import AnalysisRun, AuditReport, DataInfo
 from audit_core.settings import Settings
+from audit_core.time_limit import AnalysisTimeout, time_limit
 
 
 class AnalysisCrashed(AuditError):
@@ -299,14 +300,15 @@ def _run_one(
     context = _context(analysis, model, models, data, config, settings, attacks, ui)
     clock = time.perf_counter()
     try:
-        findings = tuple(analysis.run(context))
+        with time_limit(settings.analysis_timeout, analysis.name):
+            findings = tuple(analysis.run(context))
     except NotApplicable as error:
         run = AnalysisRun(**base, outcome="skipped", reason=str(error))
         ui.finish(run)
         return run, [_skipped_finding(analysis, base["model"], str(error))], {}
     except (KeyboardInterrupt, AuditError):
         raise
-    except Exception as error:  # a crashing analysis must not stop the audit
+    except (Exception, AnalysisTimeout) as error:  # a crashing analysis must not stop the audit
         if settings.strict:
             raise AnalysisCrashed(
                 f"analysis {analysis.name!r} crashed on {model.name}: "
@@ -363,7 +365,9 @@ def _skipped_finding(analysis: Analysis, model: str, reason: str) -> Finding:
     )
 
 
-def _error_finding(analysis: Analysis, model: str, error: Exception) -> Finding:
+def _error_finding(analysis: Analysis, model: str, error: BaseException) -> Finding:
+    if isinstance(error, AnalysisTimeout):
+        return _timeout_finding(analysis, model, error)
     message = f"{type(error).__name__}: {error}"
     return Finding(
         id=finding_id(analysis.name, "error", model),
@@ -377,6 +381,21 @@ def _error_finding(analysis: Analysis, model: str, error: Exception) -> Finding:
         evidence=Evidence(notes=("Re-run with --strict to stop at the first crash.",)),
         remediation="Report the traceback to the plugin's author.",
         traceback="".join(traceback.format_exception(error)),
+    )
+
+
+def _timeout_finding(analysis: Analysis, model: str, error: AnalysisTimeout) -> Finding:
+    return Finding(
+        id=finding_id(analysis.name, "error", model),
+        analysis=analysis.name,
+        title=f"{analysis.title or analysis.name} timed out",
+        severity=Severity.HIGH,
+        status=Status.ERROR,
+        method=Method.EMPIRICAL,
+        summary=f"The {error}; its checks did not finish.",
+        model=model,
+        evidence=Evidence(notes=("Raise --analysis-timeout or lower the analysis's budgets.",)),
+        remediation="Give the analysis more time, or smaller budgets (see `audit plugins`).",
     )
 
 

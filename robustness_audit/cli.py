@@ -143,6 +143,11 @@ def _audit_parser() -> _Parser:
         metavar="SIZE",
         help="working memory of one batch of samples or pairs, per worker (default 1G)",
     )
+    add(
+        "--analysis-timeout",
+        metavar="SECONDS",
+        help="wall-clock limit of one analysis on one model (default 3600): then an error finding",
+    )
     add("--strict", action="store_true", default=None, help="stop at the first crashing analysis")
     add("--quiet", action="store_true", default=None, help="print only errors")
     return parser

@@ -782,3 +782,54 @@ def test_external_data_outside_the_model_folder_is_refused_unread(tmp_path, wher
     lines = [line for line in done.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and "not a file inside the model's folder" in lines[0], lines
     assert not (tmp_path / "out").exists()
+
+
+class _Stubborn:
+    """A plugin whose analysis swallows exceptions, then spins forever."""
+
+    @staticmethod
+    def analysis():
+        import contextlib
+        import time
+
+        from audit_core.analysis import Analysis, Requirements
+
+        class Stubborn(Analysis):
+            name = "stubborn"
+            requires = Requirements(data=False)
+
+            def run(self, ctx):
+                with contextlib.suppress(Exception):  # must not swallow the timeout
+                    time.sleep(120)
+                while True:
+                    pass
+
+        return Stubborn()
+
+    from audit_core.hookspecs import hookimpl
+
+    @staticmethod
+    @hookimpl
+    def audit_register_analyses(register):
+        register(_Stubborn.analysis())
+
+
+def test_an_analysis_past_its_timeout_is_an_error_finding(
+    run_audit, tiny_model, audit_register_plugin
+) -> None:
+    import time
+
+    audit_register_plugin(_Stubborn, "stubborn")
+    clock = time.perf_counter()
+    run = run_audit(tiny_model, "--analysis-timeout", "1.5")
+    assert time.perf_counter() - clock < 60
+    findings = {f["analysis"]: f for f in run.report["findings"]}
+    assert findings["stubborn"]["status"] == "error"
+    assert "ran past its 1.5 s limit" in findings["stubborn"]["summary"]
+    assert run.exit_code == 1
+    # the other analyses ran
+    assert any(f["status"] != "error" for a, f in findings.items() if a != "stubborn")
+
+
+def test_analysis_timeout_must_be_positive(run_audit, tiny_model) -> None:
+    _assert_one_line_error(run_audit(tiny_model, "--analysis-timeout", "0"), 4, "positive")
