@@ -7,6 +7,7 @@ explanation; all unsupported ops are collected and listed together.
 from __future__ import annotations
 
 import hashlib
+import math
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -201,6 +202,10 @@ def _single_input(proto: onnx.ModelProto, path: Path) -> onnx.ValueInfoProto:
     return inputs[0]
 
 
+MAX_INPUT_VALUES = 10**8
+"""Values per input sample beyond which a model is refused (800 MB per float64 sample)."""
+
+
 def _input_shape(
     info: onnx.ValueInfoProto, sample_shape: tuple[int, ...] | None, path: Path
 ) -> tuple[bool, tuple[int, ...]]:
@@ -222,6 +227,12 @@ def _input_shape(
             f"{path}: input {info.name!r} has a dynamic shape {shown}; pass --data so the "
             "data fixes it"
         )
+    if any(d < 0 for d in per_sample) or math.prod(per_sample) > MAX_INPUT_VALUES:
+        raise ModelLoadError(
+            f"{path}: input {info.name!r} declares a sample of shape {list(per_sample)} "
+            f"({math.prod(per_sample):,} values); the audit takes at most "
+            f"{MAX_INPUT_VALUES:,} values per sample"
+        )
     return has_batch, tuple(int(d) for d in per_sample)
 
 
@@ -235,13 +246,22 @@ def _default_opset(proto: onnx.ModelProto) -> int:
 # --------------------------------------------------------------- conversion
 
 
+def _initializer_value(tensor: onnx.TensorProto, path: Path) -> np.ndarray:
+    """The tensor's values; a tensor whose data disagrees with its shape or type (which
+    ``onnx.checker`` lets through) refuses the model."""
+    try:
+        return numpy_helper.to_array(tensor)
+    except (ValueError, TypeError) as error:
+        raise ModelLoadError(f"{path}: initializer {tensor.name!r} is damaged ({error})") from error
+
+
 def _convert(
     proto: onnx.ModelProto, input_name: str, shape: tuple[int, ...], has_batch: bool, path: Path
 ) -> LayerGraph:
     builder = GraphBuilder(shape, has_batch, input_name)
     values: dict[str, Value] = {input_name: builder.input}
     for init in proto.graph.initializer:
-        values[init.name] = numpy_helper.to_array(init)
+        values[init.name] = _initializer_value(init, path)
     opsets = {o.domain or "": int(o.version) for o in proto.opset_import}
     problems: list[tuple[str, str]] = []
     for node_proto in proto.graph.node:
