@@ -36,6 +36,7 @@ from audit_core.executor import Executor, make_executor
 from audit_core.findings import RUN_WIDE, Evidence, Finding, Method, Severity, Status, finding_id
 from audit_core.model import AuditedModel, audited, bundled_dataset
 from audit_core.onnx_import import LoadedModel, load_onnx
+from audit_core.plugin_faults import captured_output, checked_findings
 from audit_core.plugins import PluginHost
 from audit_core.report_model import AnalysisRun, AuditReport, DataInfo
 from audit_core.settings import Settings
@@ -300,8 +301,9 @@ def _run_one(
     context = _context(analysis, model, models, data, config, settings, attacks, ui)
     clock = time.perf_counter()
     try:
-        with time_limit(settings.analysis_timeout, analysis.name):
-            findings = tuple(analysis.run(context))
+        with time_limit(settings.analysis_timeout, analysis.name), captured_output() as output:
+            returned = analysis.run(context)
+            returned = tuple(returned) if returned is not None else None
     except NotApplicable as error:
         run = AnalysisRun(**base, outcome="skipped", reason=str(error))
         ui.finish(run)
@@ -320,9 +322,14 @@ def _run_one(
         ui.finish(run)
         return run, [finding], {}
     seconds = round(time.perf_counter() - clock, 3)
-    run = AnalysisRun(**base, outcome="ran", seconds=seconds, headline=analysis.headline(findings))
+    findings, fault = checked_findings(
+        analysis.name, base["title"], base["model"], returned, output.text()
+    )
+    outcome = "error" if fault else "ran"
+    headline = "" if fault else analysis.headline(tuple(findings))
+    run = AnalysisRun(**base, outcome=outcome, reason=fault, seconds=seconds, headline=headline)
     ui.finish(run)
-    return run, list(findings), context.exports
+    return run, findings, context.exports
 
 
 def _context(
