@@ -5,6 +5,8 @@
 
 from __future__ import annotations
 
+import sys
+
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
@@ -43,7 +45,8 @@ class ConsoleUI:
     """Live progress: one line per analysis and model, with its own bar."""
 
     def __init__(self, console: Console | None = None) -> None:
-        self.console = console or Console(stderr=True)
+        # the real stderr, fixed now: an analysis's own writes are captured meanwhile
+        self.console = console or Console(file=sys.stderr)
         self.progress = Progress(
             TextColumn("[bold]{task.description}"),
             BarColumn(),

@@ -7,6 +7,7 @@ input bounds known.
 
 from __future__ import annotations
 
+import warnings
 import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
@@ -182,9 +183,13 @@ def _read_csv(path: Path) -> RawData:
     header = [h.strip().lower() for h in text[0].split(",")] if text else []
     has_header = bool(header) and not _is_number(header[0])
     try:
-        table = np.loadtxt(path, delimiter=",", skiprows=1 if has_header else 0, ndmin=2)
+        with warnings.catch_warnings():  # numpy warns about an empty table: said below
+            warnings.simplefilter("ignore")
+            table = np.loadtxt(path, delimiter=",", skiprows=1 if has_header else 0, ndmin=2)
     except ValueError as error:
         raise DataError(f"{path}: not a numeric CSV table ({error})") from error
+    if table.size == 0:
+        raise DataError(f"{path}: the CSV table has no data rows")
     label_column = next((i for i, h in enumerate(header) if h in ("label", "y")), None)
     if not has_header or label_column is None:
         return RawData(x=table)

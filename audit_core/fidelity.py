@@ -134,9 +134,11 @@ class OrtRunner:
         ]
         _add_outputs(proto, wanted)
         self.output_names += wanted
+        options = ort.SessionOptions()
+        options.log_severity_level = 3  # errors only: no warnings of a damaged model on stderr
         try:
             self.session = ort.InferenceSession(
-                proto.SerializeToString(), providers=["CPUExecutionProvider"]
+                proto.SerializeToString(), options, providers=["CPUExecutionProvider"]
             )
         except Exception as error:  # onnxruntime raises its own exception types
             first = (

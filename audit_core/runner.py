@@ -36,9 +36,11 @@ from audit_core.executor import Executor, make_executor
 from audit_core.findings import RUN_WIDE, Evidence, Finding, Method, Severity, Status, finding_id
 from audit_core.model import AuditedModel, audited, bundled_dataset
 from audit_core.onnx_import import LoadedModel, load_onnx
+from audit_core.plugin_faults import captured_output, checked_findings
 from audit_core.plugins import PluginHost
 from audit_core.report_model import AnalysisRun, AuditReport, DataInfo
 from audit_core.settings import Settings
+from audit_core.time_limit import AnalysisTimeout, time_limit
 
 
 class AnalysisCrashed(AuditError):
@@ -299,14 +301,16 @@ def _run_one(
     context = _context(analysis, model, models, data, config, settings, attacks, ui)
     clock = time.perf_counter()
     try:
-        findings = tuple(analysis.run(context))
+        with time_limit(settings.analysis_timeout, analysis.name), captured_output() as output:
+            returned = analysis.run(context)
+            returned = tuple(returned) if returned is not None else None
     except NotApplicable as error:
         run = AnalysisRun(**base, outcome="skipped", reason=str(error))
         ui.finish(run)
         return run, [_skipped_finding(analysis, base["model"], str(error))], {}
     except (KeyboardInterrupt, AuditError):
         raise
-    except Exception as error:  # a crashing analysis must not stop the audit
+    except (Exception, AnalysisTimeout) as error:  # a crashing analysis must not stop the audit
         if settings.strict:
             raise AnalysisCrashed(
                 f"analysis {analysis.name!r} crashed on {model.name}: "
@@ -318,9 +322,14 @@ def _run_one(
         ui.finish(run)
         return run, [finding], {}
     seconds = round(time.perf_counter() - clock, 3)
-    run = AnalysisRun(**base, outcome="ran", seconds=seconds, headline=analysis.headline(findings))
+    findings, fault = checked_findings(
+        analysis.name, base["title"], base["model"], returned, output.text()
+    )
+    outcome = "error" if fault else "ran"
+    headline = "" if fault else analysis.headline(tuple(findings))
+    run = AnalysisRun(**base, outcome=outcome, reason=fault, seconds=seconds, headline=headline)
     ui.finish(run)
-    return run, list(findings), context.exports
+    return run, findings, context.exports
 
 
 def _context(
@@ -363,7 +372,9 @@ def _skipped_finding(analysis: Analysis, model: str, reason: str) -> Finding:
     )
 
 
-def _error_finding(analysis: Analysis, model: str, error: Exception) -> Finding:
+def _error_finding(analysis: Analysis, model: str, error: BaseException) -> Finding:
+    if isinstance(error, AnalysisTimeout):
+        return _timeout_finding(analysis, model, error)
     message = f"{type(error).__name__}: {error}"
     return Finding(
         id=finding_id(analysis.name, "error", model),
@@ -377,6 +388,21 @@ def _error_finding(analysis: Analysis, model: str, error: Exception) -> Finding:
         evidence=Evidence(notes=("Re-run with --strict to stop at the first crash.",)),
         remediation="Report the traceback to the plugin's author.",
         traceback="".join(traceback.format_exception(error)),
+    )
+
+
+def _timeout_finding(analysis: Analysis, model: str, error: AnalysisTimeout) -> Finding:
+    return Finding(
+        id=finding_id(analysis.name, "error", model),
+        analysis=analysis.name,
+        title=f"{analysis.title or analysis.name} timed out",
+        severity=Severity.HIGH,
+        status=Status.ERROR,
+        method=Method.EMPIRICAL,
+        summary=f"The {error}; its checks did not finish.",
+        model=model,
+        evidence=Evidence(notes=("Raise --analysis-timeout or lower the analysis's budgets.",)),
+        remediation="Give the analysis more time, or smaller budgets (see `audit plugins`).",
     )
 
 

@@ -54,6 +54,8 @@ class Settings:
     """Address of an existing Dask distributed scheduler (``tcp://host:8786``)."""
     memory_budget: int = 1024
     """Working memory of one batch of units, per worker process, in MiB."""
+    analysis_timeout: float = 3600.0
+    """Wall-clock seconds one analysis may run on one model (then an error finding)."""
     analysis_options: dict[str, dict[str, Any]] = field(default_factory=dict)
     config_file: str | None = None
 
@@ -216,7 +218,7 @@ def _parse_option(key: str, value: Any, where: str) -> Any:
         return parse_memory(value, where)
     if key in ("strict", "quiet") and not isinstance(value, bool):
         raise ConfigError(f"{where}: expected true or false, got {value!r}")
-    if key == "fidelity-tolerance":
+    if key in ("fidelity-tolerance", "analysis-timeout"):
         return _positive_float(value, where)
     if key == "scheduler" and (not isinstance(value, str) or not value.strip()):
         raise ConfigError(f"{where}: expected a scheduler address such as tcp://host:8786")

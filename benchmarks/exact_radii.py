@@ -10,6 +10,7 @@ ratio, and the analysis's time per sample. ``--samples`` sets the sample count (
 30; 100 for the full run).
 
     python benchmarks/exact_radii.py [--samples 30] [--models digits_mlp2,mnist-net_256x2]
+        [--search-seconds 10]
 """
 
 from __future__ import annotations
@@ -35,11 +36,11 @@ CORPUS = Path(
 )
 
 
-def measure(model: str, samples: int) -> tuple[float, float, float, int]:
+def measure(model: str, samples: int, seconds: float = 10.0) -> tuple[float, float, float, int]:
     import audit_model_zoo as zoo
     import robustness_audit as ra
 
-    options = {"certificates": {"effort": "thorough", "search_seconds": 10.0}}
+    options = {"certificates": {"effort": "thorough", "search_seconds": seconds}}
     clock = time.perf_counter()
     if model.startswith("mnist-net"):
         images = np.load(CORPUS / "mnistfc" / "mnist_samples.npz")
@@ -66,13 +67,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--samples", type=int, default=30)
     parser.add_argument("--models", default=",".join(MLPS))
+    parser.add_argument("--search-seconds", type=float, default=10.0, help="per search")
     args = parser.parse_args()
     import torch
 
     torch.set_num_threads(1)
     print(f"{'model':<20}{'samples':>8}{'exact':>8}{'median ratio':>14}{'s/sample':>10}")
     for model in args.models.split(","):
-        exact, median, per_sample, count = measure(model, args.samples)
+        exact, median, per_sample, count = measure(model, args.samples, args.search_seconds)
         print(f"{model:<20}{count:>8}{exact:>8.1%}{median:>14.4f}{per_sample:>10.2f}", flush=True)
 
 

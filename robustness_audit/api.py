@@ -120,6 +120,7 @@ def audit(
     workers: int | None = None,
     scheduler: str | None = None,
     memory_budget: int | str | None = None,
+    analysis_timeout: float | None = None,
 ) -> ReportWithArrays:
     """Audit ``models`` as ``audit MODEL... [options]`` does and return the report.
 
@@ -149,6 +150,8 @@ def audit(
     :param scheduler: the address of an existing Dask scheduler (``--scheduler``).
     :param memory_budget: working memory of one batch per worker (``--memory-budget``:
         MiB, or a size such as ``"512M"``).
+    :param analysis_timeout: wall-clock seconds per analysis and model
+        (``--analysis-timeout``; applied in the main thread only).
     :raises audit_core.errors.UsageError: bad settings, model or data (its subclasses
         ``ConfigError``, ``ModelLoadError``, ``DataError``, ``FidelityError``).
     :raises audit_core.runner.AnalysisCrashed: with ``strict=True``, a crashing analysis.
@@ -169,6 +172,7 @@ def audit(
         "workers": workers,
         "scheduler": scheduler,
         "memory-budget": memory_budget,
+        "analysis-timeout": analysis_timeout,
     }
     given = {key: value for key, value in given.items() if value is not None}
     if formats is not None and out is None:

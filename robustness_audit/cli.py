@@ -13,6 +13,7 @@ import os
 import signal
 import sys
 import traceback
+import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -143,15 +144,31 @@ def _audit_parser() -> _Parser:
         metavar="SIZE",
         help="working memory of one batch of samples or pairs, per worker (default 1G)",
     )
+    add(
+        "--analysis-timeout",
+        metavar="SECONDS",
+        help="wall-clock limit of one analysis on one model (default 3600): then an error finding",
+    )
     add("--strict", action="store_true", default=None, help="stop at the first crashing analysis")
     add("--quiet", action="store_true", default=None, help="print only errors")
     return parser
+
+
+def _quiet_warnings() -> None:
+    """Library warnings (numpy overflow on a damaged model's weights, deprecations) stay
+    off stderr, where errors are one line; worker processes inherit the setting.
+    ``AUDIT_DEBUG=1`` shows them."""
+    if os.environ.get("AUDIT_DEBUG"):
+        return
+    warnings.filterwarnings("ignore")
+    os.environ.setdefault("PYTHONWARNINGS", "ignore")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``audit`` console script."""
     argv = list(sys.argv[1:] if argv is None else argv)
     signal.signal(signal.SIGTERM, _interrupt)
+    _quiet_warnings()
     try:
         return int(_dispatch(argv))
     except AuditError as error:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import textwrap
 from pathlib import Path
 
@@ -34,3 +36,32 @@ def install_plugin(site: Path, name: str, source: str, version: str = "1.2.3") -
     info.mkdir()
     (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n")
     (info / "entry_points.txt").write_text(f"[robustness_audit]\n{name} = {module}\n")
+
+
+VARYING = {"seconds", "started_at", "finished_at", "execution", "command", "units"}
+
+
+def report_without_timings(report: dict) -> str:
+    """The report without what may differ between runs: timings, timestamps, the
+    executor's description and the places units ran."""
+
+    def strip(value):
+        if isinstance(value, dict):
+            return {
+                k: strip(v)
+                for k, v in value.items()
+                if k
+                not in {"seconds", "started_at", "finished_at", "execution", "command", "units"}
+                and "seconds" not in k
+            }
+        if isinstance(value, list):
+            return [strip(v) for v in value]
+        if isinstance(value, str):  # times quoted in prose: "0.00035 s per search"
+            value = re.sub(r"seconds [0-9.e-]+", "seconds <time>", value)
+            return re.sub(r"[0-9.]+(e-?[0-9]+)? s\b", "<time> s", value)
+        return value
+
+    findings = strip(report["findings"])
+    for finding in findings:
+        finding["metrics"] = [m for m in finding["metrics"] if "seconds" not in m["name"]]
+    return json.dumps({"findings": findings, "analyses": strip(report["analyses"])}, indent=1)

@@ -100,3 +100,29 @@ def test_max_pooling_is_relaxed_and_the_relu_before_it_split() -> None:
     search = BranchAndBound(Verifier(BoundPropagation(graph), 1e-4))
     relu = next(i for i, n in enumerate(graph.nodes) if n.layer.op == "Relu")
     assert [b.consumer for b in search.branchable] == [relu]
+
+
+@pytest.mark.parametrize("norm", ["l2", "linf"])
+def test_a_model_without_kinks_is_decided_exactly(tmp_path, norm) -> None:
+    """A purely affine model (no ReLU to relax or split): CROWN is exact, so every margin
+    is decided at the root, without optimising anything; the verdict agrees with the
+    exact linear distance to the decision boundary."""
+    from audit_core.testing import mlp_onnx
+
+    rng = np.random.default_rng(3)
+    weight, bias = rng.normal(size=(3, 4)), rng.normal(size=3)
+    graph = load_onnx(mlp_onnx(tmp_path / "linear.onnx", [weight], [bias])).graph
+    x = rng.uniform(0.2, 0.8, 4)
+    logits = weight @ x + bias
+    label = int(np.argmax(logits))
+    dual = {"l2": 2, "linf": 1}[norm]
+    distance = min(
+        (logits[label] - logits[j]) / np.linalg.norm(weight[label] - weight[j], ord=dual)
+        for j in range(3)
+        if j != label
+    )
+    for eps, expected in ((0.5 * distance, CERTIFIED), (1.5 * distance, NON_ROBUST)):
+        if norm == "linf" and expected == NON_ROBUST and 1.5 * distance > 0.2:
+            continue  # the box [0, 1] could cut the adversarial corner off
+        outcome = _search(graph, x, label, eps, norm, root_iterations=5)
+        assert outcome.verdict == expected, (eps, distance, outcome)

@@ -14,6 +14,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
+import audit_model_zoo as zoo
 from audit_core import __version__
 from audit_core.attack_budget import MinimalAttackConfig
 from audit_core.testing import mlp_onnx, random_mlp, save_dataset, save_model
@@ -288,7 +289,26 @@ BAD_MODELS = {
         "not an ONNX model",
     ),
     "text": (lambda d: _write(d / "notes.onnx", b"hello, I am not a model\n" * 20), "not an ONNX"),
+    # protobuf hands back text fields that are not valid UTF-8 as bytes
+    "utf8-producer": (lambda d: _invalid_utf8(d, "producer"), "model.producer_name is not valid"),
+    "utf8-node-name": (lambda d: _invalid_utf8(d, "node"), "model.graph.node[0].name"),
+    "utf8-metadata": (lambda d: _invalid_utf8(d, "metadata"), "model.metadata_props[0].value"),
 }
+
+
+def _invalid_utf8(folder: Path, field: str) -> Path:
+    """A zoo model whose ``field`` holds a byte that is not valid UTF-8."""
+    proto = onnx.load(str(zoo.model_path("digits_mlp2")))
+    marker = "MARKER-TEXT"
+    if field == "producer":
+        proto.producer_name = marker
+    elif field == "node":
+        proto.graph.node[0].name = marker
+    else:
+        del proto.metadata_props[:]
+        proto.metadata_props.add(key="note", value=marker)
+    raw = proto.SerializeToString().replace(marker.encode(), b"\xffARKER-TEXT")
+    return _write(folder / f"utf8-{field}.onnx", raw)
 
 
 @pytest.mark.parametrize("case", sorted(BAD_MODELS))
@@ -510,8 +530,36 @@ def audit_register_analyses(register):
 """
 
 
-def test_sigterm_exits_2_without_touching_the_reports(tmp_path, tiny_model) -> None:
-    """A real process interrupted mid-analysis: exit code 2, previous reports intact."""
+SLOW_UNITS_PLUGIN = """
+import os
+import time
+from pathlib import Path
+from audit_core.analysis import Analysis, Requirements
+from audit_core.hookspecs import hookimpl
+
+def unit(folder, index):
+    Path(folder, f"unit-{os.getpid()}").write_text("yes")
+    time.sleep(120)
+    return index
+
+class SlowUnits(Analysis):
+    name = "slow-units"
+    requires = Requirements(data=False)
+
+    def run(self, ctx):
+        folder = str(Path(ctx.settings.out).parent)
+        ctx.executor.map(unit, range(4), shared=ctx.executor.share(folder))
+        return []
+
+@hookimpl
+def audit_register_analyses(register):
+    register(SlowUnits())
+"""
+
+
+def _interrupted_audit(tmp_path: Path, model: Path, plugin: str, source: str, *args: str):
+    """``audit`` in a real process with ``plugin`` only, SIGTERM once a unit started:
+    (return code, stderr, the report folder, the pids that marked a unit started)."""
     import os
     import signal
     import subprocess
@@ -520,26 +568,116 @@ def test_sigterm_exits_2_without_touching_the_reports(tmp_path, tiny_model) -> N
 
     site = tmp_path / "site"
     site.mkdir()
-    install_plugin(site, "slow", SLOW_PLUGIN)
+    install_plugin(site, plugin, source)
     out = _previous_reports(tmp_path)
     command = [
         sys.executable,
         "-c",
         "from robustness_audit.cli import main; raise SystemExit(main())",
     ]
-    env = {**os.environ, "AUDIT_PLUGINS": "slow", "PYTHONPATH": str(site)}
+    env = {**os.environ, "AUDIT_PLUGINS": plugin, "PYTHONPATH": str(site)}
     process = subprocess.Popen(
-        [*command, str(tiny_model), "--out", str(out)], stderr=subprocess.PIPE, text=True, env=env
+        [*command, str(model), "--out", str(out), *args], stderr=subprocess.PIPE, text=True, env=env
     )
     deadline = time.monotonic() + 120
-    while not (tmp_path / "started").exists() and time.monotonic() < deadline:
+    marks = lambda: list(tmp_path.glob("started")) + list(out.parent.glob("unit-*"))  # noqa: E731
+    while not marks() and time.monotonic() < deadline:
         assert process.poll() is None, process.communicate()[1]
         time.sleep(0.2)
     process.send_signal(signal.SIGTERM)
     _, stderr = process.communicate(timeout=60)
-    assert process.returncode == 2, stderr
+    pids = [int(p.name.split("-")[1]) for p in out.parent.glob("unit-*")]
+    return process.returncode, stderr, out, pids
+
+
+def test_sigterm_exits_2_without_touching_the_reports(tmp_path, tiny_model) -> None:
+    """A real process interrupted mid-analysis: exit code 2, previous reports intact."""
+    code, stderr, out, _ = _interrupted_audit(tmp_path, tiny_model, "slow", SLOW_PLUGIN)
+    assert code == 2, stderr
     assert "interrupted" in stderr and "Traceback" not in stderr
     _assert_untouched(out)
+
+
+def test_sigterm_while_workers_run_units_stops_them_too(tmp_path, tiny_model) -> None:
+    """Interrupted while two local worker processes run units: exit code 2, one line,
+    previous reports intact, and the workers are gone (their units are cancelled)."""
+    import os
+    import time
+
+    code, stderr, out, pids = _interrupted_audit(
+        tmp_path, tiny_model, "slow-units", SLOW_UNITS_PLUGIN, "--workers", "2"
+    )
+    assert code == 2, stderr
+    assert "interrupted" in stderr and "Traceback" not in stderr
+    _assert_untouched(out)
+    assert pids and os.getpid() not in pids
+    deadline = time.monotonic() + 30
+    alive = pids
+    while alive and time.monotonic() < deadline:
+        alive = [pid for pid in pids if _running(pid)]
+        time.sleep(0.5)
+    assert not alive, f"worker processes still running: {alive}"
+
+
+DYING_UNITS_PLUGIN = """
+import os
+from audit_core.analysis import Analysis, Requirements
+from audit_core.hookspecs import hookimpl
+
+def unit(shared, index):
+    if index == 1:
+        os._exit(9)  # as a segfault or the OOM killer would
+    return index
+
+class DyingUnits(Analysis):
+    name = "dying-units"
+    requires = Requirements(data=False)
+
+    def run(self, ctx):
+        ctx.executor.map(unit, range(4))
+        return []
+
+@hookimpl
+def audit_register_analyses(register):
+    register(DyingUnits())
+"""
+
+
+def test_a_worker_process_that_dies_is_an_error_finding(tmp_path, tiny_model) -> None:
+    import os
+    import subprocess
+    import sys
+
+    site = tmp_path / "site"
+    site.mkdir()
+    install_plugin(site, "dying-units", DYING_UNITS_PLUGIN)
+    env = {**os.environ, "AUDIT_PLUGINS": "dying-units", "PYTHONPATH": str(site)}
+    command = [
+        sys.executable,
+        "-c",
+        "from robustness_audit.cli import main; raise SystemExit(main())",
+    ]
+    done = subprocess.run(
+        [*command, str(tiny_model), "--out", str(tmp_path / "out"), "--workers", "2"],
+        capture_output=True, text=True, env=env, timeout=300, check=False,
+    )  # fmt: skip
+    assert done.returncode == 1, done.stderr
+    assert "Traceback" not in done.stderr
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    (finding,) = [f for f in report["findings"] if f["analysis"] == "dying-units"]
+    assert finding["status"] == "error"
+    assert "worker process died" in json.dumps(finding)
+
+
+def _running(pid: int) -> bool:
+    import os
+
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    status = Path(f"/proc/{pid}/status")
+    return not (status.exists() and "zombie" in status.read_text())
 
 
 def test_internal_errors_exit_3_with_one_line(
@@ -589,3 +727,111 @@ def test_out_of_range_analysis_parameters_are_usage_errors(
     monkeypatch.delenv("AUDIT_PLUGINS")
     run = run_audit(tiny_model, "--data", tiny_data, "-o", option)
     _assert_one_line_error(run, 4, needle)
+
+
+def _external_data_model(folder: Path, location: str) -> Path:
+    """digits_mlp2 with its tensors in external data at ``location`` (written next to the
+    model as weights.bin; ``location`` is then rewritten as given)."""
+    from onnx.external_data_helper import convert_model_to_external_data
+
+    proto = onnx.load(str(zoo.model_path("digits_mlp2")))
+    convert_model_to_external_data(proto, location="weights.bin", size_threshold=0)
+    onnx.save(proto, folder / "model.onnx")
+    for tensor in proto.graph.initializer:
+        for entry in tensor.external_data:
+            if entry.key == "location":
+                entry.value = location
+    onnx.save_model(proto, folder / "model.onnx")
+    return folder / "model.onnx"
+
+
+def test_external_data_inside_the_model_folder_is_read(run_audit, tmp_path) -> None:
+    folder = tmp_path / "models"
+    folder.mkdir()
+    model = _external_data_model(folder, "weights.bin")
+    data = zoo.dataset_path("digits_mlp2")
+    run = run_audit(model, "--data", data, "--samples", "5", "--only", "attack-bound")
+    assert run.exit_code == 0, run.stderr
+
+
+@pytest.mark.parametrize("where", ["parent", "absolute", "symlink"])
+def test_external_data_outside_the_model_folder_is_refused_unread(tmp_path, where) -> None:
+    """The planted file outside is a FIFO: opening it to read would block, so an audit
+    that finishes (exit 4, one line) never opened it."""
+    import os
+    import subprocess
+    import sys
+
+    secret = tmp_path / "secret.bin"
+    os.mkfifo(secret)
+    folder = tmp_path / "models"
+    folder.mkdir()
+    location = {"parent": "../secret.bin", "absolute": str(secret), "symlink": "link.bin"}[where]
+    if where == "symlink":
+        (folder / "link.bin").symlink_to(secret)
+    model = _external_data_model(folder, location)
+    command = [
+        sys.executable,
+        "-c",
+        "from robustness_audit.cli import main; raise SystemExit(main())",
+    ]
+    done = subprocess.run(
+        [*command, str(model), "--data", str(zoo.dataset_path("digits_mlp2")),
+         "--out", str(tmp_path / "out")],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert done.returncode == 4, done.stderr
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "not a file inside the model's folder" in lines[0], lines
+    assert not (tmp_path / "out").exists()
+
+
+class _Stubborn:
+    """A plugin whose analysis swallows exceptions, then spins forever."""
+
+    @staticmethod
+    def analysis():
+        import contextlib
+        import time
+
+        from audit_core.analysis import Analysis, Requirements
+
+        class Stubborn(Analysis):
+            name = "stubborn"
+            requires = Requirements(data=False)
+
+            def run(self, ctx):
+                with contextlib.suppress(Exception):  # must not swallow the timeout
+                    time.sleep(120)
+                while True:
+                    pass
+
+        return Stubborn()
+
+    from audit_core.hookspecs import hookimpl
+
+    @staticmethod
+    @hookimpl
+    def audit_register_analyses(register):
+        register(_Stubborn.analysis())
+
+
+def test_an_analysis_past_its_timeout_is_an_error_finding(
+    run_audit, tiny_model, audit_register_plugin
+) -> None:
+    import time
+
+    audit_register_plugin(_Stubborn, "stubborn")
+    clock = time.perf_counter()
+    run = run_audit(tiny_model, "--analysis-timeout", "1.5")
+    assert time.perf_counter() - clock < 60
+    findings = {f["analysis"]: f for f in run.report["findings"]}
+    assert findings["stubborn"]["status"] == "error"
+    assert "ran past its 1.5 s limit" in findings["stubborn"]["summary"]
+    assert run.exit_code == 1
+    # the other analyses ran
+    assert any(f["status"] != "error" for a, f in findings.items() if a != "stubborn")
+
+
+def test_analysis_timeout_must_be_positive(run_audit, tiny_model) -> None:
+    _assert_one_line_error(run_audit(tiny_model, "--analysis-timeout", "0"), 4, "positive")

@@ -3,8 +3,6 @@ processes and on a Dask cluster; deadlines, failures and dead workers."""
 
 from __future__ import annotations
 
-import json
-import re
 import time
 
 import executor_units as units
@@ -22,6 +20,7 @@ from audit_core.executor import (
     make_executor,
     not_run,
 )
+from helpers import report_without_timings
 
 
 @pytest.fixture(scope="module")
@@ -99,35 +98,6 @@ def test_scheduler_and_worker_options_fail_with_one_clear_error(monkeypatch) -> 
     assert make_executor(workers=2).kind == "processes"
 
 
-VARYING = {"seconds", "started_at", "finished_at", "execution", "command", "units"}
-
-
-def _comparable(report: dict) -> str:
-    """The report without what may differ between runs: timings, timestamps, the
-    executor's description and the places units ran."""
-
-    def strip(value):
-        if isinstance(value, dict):
-            return {
-                k: strip(v)
-                for k, v in value.items()
-                if k
-                not in {"seconds", "started_at", "finished_at", "execution", "command", "units"}
-                and "seconds" not in k
-            }
-        if isinstance(value, list):
-            return [strip(v) for v in value]
-        if isinstance(value, str):  # times quoted in prose: "0.00035 s per search"
-            value = re.sub(r"seconds [0-9.e-]+", "seconds <time>", value)
-            return re.sub(r"[0-9.]+(e-?[0-9]+)? s\b", "<time> s", value)
-        return value
-
-    findings = strip(report["findings"])
-    for finding in findings:
-        finding["metrics"] = [m for m in finding["metrics"] if "seconds" not in m["name"]]
-    return json.dumps({"findings": findings, "analyses": strip(report["analyses"])}, indent=1)
-
-
 def test_an_audit_gives_the_same_report_serially_on_workers_and_on_dask(
     run_audit, dask_cluster
 ) -> None:
@@ -147,8 +117,8 @@ def test_an_audit_gives_the_same_report_serially_on_workers_and_on_dask(
     for run in (serial, local, remote):
         assert run.exit_code in (0, 1), run.stderr
     assert [r["execution"]["kind"] for r in reports] == ["serial", "processes", "dask"]
-    assert _comparable(reports[1]) == _comparable(reports[0])
-    assert _comparable(reports[2]) == _comparable(reports[0])
+    assert report_without_timings(reports[1]) == report_without_timings(reports[0])
+    assert report_without_timings(reports[2]) == report_without_timings(reports[0])
     # units ran in the workers (some small maps stay in the main process)
     for report in reports[1:]:
         places = {p for a in report["analyses"] for p in a["units"]}

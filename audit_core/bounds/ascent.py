@@ -32,6 +32,8 @@ class Ascent:
     def ascend(self, objective: Tensor) -> None:
         """One step up the gradient of ``objective`` (a scalar), then the projection."""
         params = [p for group in self.groups for p in group[0]]
+        if not params or not objective.requires_grad:  # nothing to optimise (no kinks)
+            return
         grads = torch.autograd.grad(objective, params, allow_unused=True)
         self.steps += 1
         grad_of = dict(zip(map(id, params), grads, strict=True))

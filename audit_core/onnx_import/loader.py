@@ -10,6 +10,7 @@ output depend on more than the sample (training mode) or the output is a constan
 from __future__ import annotations
 
 import hashlib
+import math
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,8 +19,10 @@ from typing import NamedTuple
 import numpy as np
 import onnx
 import torch
+from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import DecodeError
-from onnx import helper, numpy_helper
+from onnx import TensorProto, helper, numpy_helper
+from onnx.external_data_helper import load_external_data_for_model
 from onnx.reference import ReferenceEvaluator
 
 from audit_core.errors import ModelLoadError
@@ -73,6 +76,7 @@ def load_onnx(path: str | Path, sample_shape: tuple[int, ...] | None = None) -> 
     path = Path(path)
     raw = _read_bytes(path)
     proto = _parse(raw, path)
+    _load_external_data(proto, path)
     _check(proto, path)
     proto = normalise(proto)
     input_info = _single_input(proto, path)
@@ -117,7 +121,67 @@ def _parse(raw: bytes, path: Path) -> onnx.ModelProto:
         ) from error
     if proto.ir_version <= 0 or not proto.graph.node or not proto.graph.output:
         raise ModelLoadError(f"{path}: not an ONNX model (no IR version, nodes or outputs)")
+    damaged = _invalid_text(proto, "model")
+    if damaged:
+        raise ModelLoadError(f"{path}: damaged ONNX file: {damaged} is not valid UTF-8 text")
     return proto
+
+
+def _load_external_data(proto: onnx.ModelProto, path: Path) -> None:
+    """Tensors stored outside the file (ONNX external data) read into ``proto``, only from
+    regular files inside the model's folder: a location that is absolute, climbs out
+    (``..``) or resolves outside it through a symlink refuses the model before any file
+    is opened."""
+    tensors = [t for t in _all_tensors(proto.graph) if t.data_location == TensorProto.EXTERNAL]
+    if not tensors:
+        return
+    folder = path.resolve().parent
+    for tensor in tensors:
+        location = next((e.value for e in tensor.external_data if e.key == "location"), "")
+        target = (folder / location).resolve()
+        inside = bool(location) and not Path(location).is_absolute()
+        if not inside or not target.is_relative_to(folder) or not target.is_file():
+            raise ModelLoadError(
+                f"{path}: external data {location!r} of tensor {tensor.name!r} is not a "
+                "file inside the model's folder: refused"
+            )
+    try:
+        load_external_data_for_model(proto, str(folder))
+    except (OSError, ValueError) as error:
+        raise ModelLoadError(f"{path}: cannot read its external data ({error})") from error
+
+
+def _all_tensors(graph: onnx.GraphProto):
+    """Every tensor of ``graph``: initializers, node attributes, nested graphs'."""
+    yield from graph.initializer
+    for node in graph.node:
+        for attribute in node.attribute:
+            if attribute.HasField("t"):
+                yield attribute.t
+            yield from attribute.tensors
+            if attribute.HasField("g"):
+                yield from _all_tensors(attribute.g)
+            for sub in attribute.graphs:
+                yield from _all_tensors(sub)
+
+
+def _invalid_text(message, where: str) -> str | None:
+    """The first text field (names, doc strings, metadata, attribute names, nested
+    graphs') that is not valid UTF-8, as a dotted path; None when all are. Protobuf
+    hands such fields back as bytes instead of refusing the file."""
+    for descriptor, value in message.ListFields():
+        repeated = descriptor.is_repeated
+        items = list(value) if repeated else [value]
+        here = f"{where}.{descriptor.name}"
+        if descriptor.type == FieldDescriptor.TYPE_STRING:
+            if any(isinstance(item, bytes) for item in items):
+                return here
+        elif descriptor.type == FieldDescriptor.TYPE_MESSAGE:
+            for index, item in enumerate(items):
+                found = _invalid_text(item, f"{here}[{index}]" if repeated else here)
+                if found:
+                    return found
+    return None
 
 
 def _check(proto: onnx.ModelProto, path: Path) -> None:
@@ -154,6 +218,10 @@ def _single_input(proto: onnx.ModelProto, path: Path) -> onnx.ValueInfoProto:
     return inputs[0]
 
 
+MAX_INPUT_VALUES = 10**8
+"""Values per input sample beyond which a model is refused (800 MB per float64 sample)."""
+
+
 def _input_shape(
     info: onnx.ValueInfoProto, sample_shape: tuple[int, ...] | None, path: Path
 ) -> tuple[bool, tuple[int, ...]]:
@@ -177,6 +245,12 @@ def _input_shape(
             f"{path}: input {info.name!r} has a dynamic shape {shown}; pass --data so the "
             "data fixes it"
         )
+    if any(d < 0 for d in per_sample) or math.prod(per_sample) > MAX_INPUT_VALUES:
+        raise ModelLoadError(
+            f"{path}: input {info.name!r} declares a sample of shape {list(per_sample)} "
+            f"({math.prod(per_sample):,} values); the audit takes at most "
+            f"{MAX_INPUT_VALUES:,} values per sample"
+        )
     return has_batch, tuple(int(d) for d in per_sample)
 
 
@@ -190,13 +264,22 @@ def _default_opset(proto: onnx.ModelProto) -> int:
 # --------------------------------------------------------------- conversion
 
 
+def _initializer_value(tensor: onnx.TensorProto, path: Path) -> np.ndarray:
+    """The tensor's values; a tensor whose data disagrees with its shape or type (which
+    ``onnx.checker`` lets through) refuses the model."""
+    try:
+        return numpy_helper.to_array(tensor)
+    except (ValueError, TypeError) as error:
+        raise ModelLoadError(f"{path}: initializer {tensor.name!r} is damaged ({error})") from error
+
+
 def _convert(
     proto: onnx.ModelProto, input_name: str, shape: tuple[int, ...], has_batch: bool, path: Path
 ) -> LayerGraph:
     builder = GraphBuilder(shape, has_batch, input_name)
     values: dict[str, Value] = {input_name: builder.input}
     for init in proto.graph.initializer:
-        values[init.name] = numpy_helper.to_array(init)
+        values[init.name] = _initializer_value(init, path)
     opsets = {o.domain or "": int(o.version) for o in proto.opset_import}
     problems: list[_Problem] = []
     for node_proto in proto.graph.node:
