@@ -299,3 +299,31 @@ def floats(values: Iterable[Any]) -> tuple[float | None, ...]:
 def image_rows(image: np.ndarray) -> tuple[tuple[float, ...], ...]:
     """A 2-D array as nested tuples, for ``Example.images``."""
     return tuple(tuple(float(v) for v in row) for row in np.asarray(image, dtype=np.float64))
+
+
+def error_finding(
+    analysis: str,
+    model: str,
+    check: str,
+    *,
+    title: str,
+    summary: str,
+    remediation: str,
+    notes: tuple[str, ...] = (),
+    traceback: str = "",
+) -> Finding:
+    """The ``error`` finding the runner records for an analysis that crashed, timed out or
+    misbehaved (severity high: an incomplete audit fails every gate but ``never``)."""
+    return Finding(
+        id=finding_id(analysis, check, model),
+        analysis=analysis,
+        title=title,
+        severity=Severity.HIGH,
+        status=Status.ERROR,
+        method=Method.EMPIRICAL,
+        summary=summary,
+        model=model,
+        evidence=Evidence(notes=notes),
+        remediation=remediation,
+        traceback=traceback,
+    )

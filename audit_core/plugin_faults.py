@@ -11,7 +11,7 @@ import io
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
-from audit_core.findings import Evidence, Finding, Method, Severity, Status, finding_id
+from audit_core.findings import Finding, error_finding
 
 
 @dataclass
@@ -59,17 +59,11 @@ def checked_findings(
 
 
 def _fault_finding(analysis: str, title: str, model: str, reason: str, output: str) -> Finding:
-    notes = ("What it wrote:\n" + output[:2000],) if output else ()
-    return Finding(
-        id=finding_id(analysis, "plugin-fault", model),
-        analysis=analysis,
+    return error_finding(
+        analysis, model, "plugin-fault",
         title=f"{title} misbehaved",
-        severity=Severity.HIGH,
-        status=Status.ERROR,
-        method=Method.EMPIRICAL,
         summary=f"The analysis {reason}.",
-        model=model,
-        evidence=Evidence(notes=notes),
+        notes=("What it wrote:\n" + output[:2000],) if output else (),
         remediation="Report this to the plugin's author: an analysis returns its findings "
         "and writes nothing to stdout or stderr.",
-    )
+    )  # fmt: skip

@@ -33,7 +33,15 @@ from audit_core.data import (
 )
 from audit_core.errors import AuditError, ConfigError, DataError, ExitCode, NotApplicable
 from audit_core.executor import Executor, make_executor
-from audit_core.findings import RUN_WIDE, Evidence, Finding, Method, Severity, Status, finding_id
+from audit_core.findings import (
+    RUN_WIDE,
+    Finding,
+    Method,
+    Severity,
+    Status,
+    error_finding,
+    finding_id,
+)
 from audit_core.model import AuditedModel, audited, bundled_dataset
 from audit_core.onnx_import import LoadedModel, load_onnx
 from audit_core.plugin_faults import captured_output, checked_findings
@@ -373,37 +381,23 @@ def _skipped_finding(analysis: Analysis, model: str, reason: str) -> Finding:
 
 
 def _error_finding(analysis: Analysis, model: str, error: BaseException) -> Finding:
+    name = analysis.title or analysis.name
     if isinstance(error, AnalysisTimeout):
-        return _timeout_finding(analysis, model, error)
-    message = f"{type(error).__name__}: {error}"
-    return Finding(
-        id=finding_id(analysis.name, "error", model),
-        analysis=analysis.name,
-        title=f"{analysis.title or analysis.name} crashed",
-        severity=Severity.HIGH,
-        status=Status.ERROR,
-        method=Method.EMPIRICAL,
-        summary=f"The analysis raised {message}; its checks did not run.",
-        model=model,
-        evidence=Evidence(notes=("Re-run with --strict to stop at the first crash.",)),
+        return error_finding(
+            analysis.name, model, "error",
+            title=f"{name} timed out",
+            summary=f"The {error}; its checks did not finish.",
+            notes=("Raise --analysis-timeout or lower the analysis's budgets.",),
+            remediation="Give the analysis more time, or smaller budgets (see `audit plugins`).",
+        )  # fmt: skip
+    return error_finding(
+        analysis.name, model, "error",
+        title=f"{name} crashed",
+        summary=f"The analysis raised {type(error).__name__}: {error}; its checks did not run.",
+        notes=("Re-run with --strict to stop at the first crash.",),
         remediation="Report the traceback to the plugin's author.",
         traceback="".join(traceback.format_exception(error)),
-    )
-
-
-def _timeout_finding(analysis: Analysis, model: str, error: AnalysisTimeout) -> Finding:
-    return Finding(
-        id=finding_id(analysis.name, "error", model),
-        analysis=analysis.name,
-        title=f"{analysis.title or analysis.name} timed out",
-        severity=Severity.HIGH,
-        status=Status.ERROR,
-        method=Method.EMPIRICAL,
-        summary=f"The {error}; its checks did not finish.",
-        model=model,
-        evidence=Evidence(notes=("Raise --analysis-timeout or lower the analysis's budgets.",)),
-        remediation="Give the analysis more time, or smaller budgets (see `audit plugins`).",
-    )
+    )  # fmt: skip
 
 
 def _config_dict(config: Any) -> dict[str, Any]:

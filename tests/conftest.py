@@ -49,6 +49,18 @@ def tiny_data(tmp_path_factory, tiny_model) -> Path:
     return save_dataset(tmp_path_factory.mktemp("data") / "tiny.npz", x, y, lower=0.0, upper=1.0)
 
 
+@pytest.fixture
+def one_torch_thread():
+    """Torch on one thread for the test (timed searches behave the same with or without
+    pytest-xdist)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def pytest_configure(config) -> None:
     """One torch thread per test process: ``pytest -n 2`` already uses both cores, and
     two workers with two intra-op threads each oversubscribe them (torch's reductions

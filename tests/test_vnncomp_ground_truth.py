@@ -22,7 +22,6 @@ from functools import cache
 
 import numpy as np
 import pytest
-import torch
 from soundness_oracles import Runtime
 
 from audit_core.bounds.propagation import BoundPropagation
@@ -49,12 +48,7 @@ CI_INSTANCES = {
 CI_SECONDS = 3.0
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @cache
