@@ -126,3 +126,15 @@ def test_a_model_without_kinks_is_decided_exactly(tmp_path, norm) -> None:
             continue  # the box [0, 1] could cut the adversarial corner off
         outcome = _search(graph, x, label, eps, norm, root_iterations=5)
         assert outcome.verdict == expected, (eps, distance, outcome)
+    # a hair above the distance the float32 runtime keeps the label at the boundary point:
+    # nothing to split, the set is one linear region; never certified (found by the
+    # soundness campaign: it crashed choosing a neuron to split)
+    search = BranchAndBound(Verifier(BoundPropagation(graph), 1e-4), _keeps_label)
+    budget = SearchBudget(branches=50)
+    outcome = search.search(x, label, distance * (1 + 1e-9), norm, -np.inf, np.inf, budget)
+    assert outcome.verdict != CERTIFIED, outcome
+
+
+def _keeps_label(points: np.ndarray, label: int) -> np.ndarray:
+    """A runtime that never confirms a counterexample."""
+    return np.zeros(len(points), dtype=bool)

@@ -311,6 +311,9 @@ class _Run:
         splittable) per parent."""
         count = len(parents["lower"])
         nodes = [item.node for item in self.owner.branchable]
+        if not nodes:  # nothing to split (an affine model): each parent is one linear region
+            none = torch.zeros(count, dtype=torch.long)
+            return none, none, torch.zeros(count, dtype=torch.bool)
         scores = torch.cat([parents[f"score{n}"].reshape(count, -1) for n in nodes], dim=1)
         sizes = torch.tensor([parents[f"score{n}"][0].numel() for n in nodes])
         starts = torch.cumsum(sizes, 0) - sizes
