@@ -154,6 +154,7 @@ def test_preset_auto_is_light_above_the_model_size_threshold() -> None:
     light budget caps the keys, never raises them; ``full`` and ``light`` are kept."""
     budget = MinimalAttackConfig(restarts=10, steps=5)
     small, large = budget.effective(10**6), budget.effective(2 * 10**9)
+    assert budget.effective(5 * 10**7).preset == "light"  # a conv net on 512x512 images
     assert small == replace(budget, preset="full") and not small.float32
     assert large.preset == "light" and large.float32
     assert (large.restarts, large.steps, large.bisection_steps) == (2, 5, 5)
