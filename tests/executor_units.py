@@ -37,6 +37,8 @@ def dying(shared: object, unit: int) -> int:
     return unit
 
 
-def sleeping(shared: float, unit: int) -> int:
+def sleeping(shared: float, unit: int) -> tuple[int, float]:
+    """Sleeps ``shared`` seconds; returns the unit and the wall-clock time it started."""
+    started = time.time()
     time.sleep(shared)
-    return unit
+    return unit, started
