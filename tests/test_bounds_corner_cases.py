@@ -403,25 +403,25 @@ def _corner_net(tmp: Path, x0: float, eps: float) -> Net:
 
 
 @pytest.mark.parametrize("norm", NORMS)
-def test_counterexamples_lie_inside_the_set_exactly(tmp_path, norm) -> None:
-    x0, eps = 0.31020869235748516, 0.3
-    net = _corner_net(tmp_path, x0, eps)
-    x = np.array([x0, 0.5])
-    outcome = net.search.search(x, 0, eps, norm, 0.0, 1.0, SearchBudget(seconds=1.0))
-    assert outcome.verdict == NON_ROBUST
-    assert distance(outcome.counterexample[None], x[None], norm)[0] <= eps
-
-
-@pytest.mark.parametrize("norm", NORMS)
-def test_the_point_onnxruntime_confirmed_lies_inside_the_set(tmp_path, norm) -> None:
-    x0, eps = 0.125, 0.3
+@pytest.mark.parametrize(
+    "x0",
+    [
+        pytest.param(0.31020869235748516, id="float64-edge-rounds-out"),  # x0 + eps > 0.6
+        pytest.param(0.125, id="float32-edge-rounds-out"),  # float32(0.425) > 0.425
+    ],
+)
+def test_counterexamples_and_their_float32_points_lie_inside_the_set(tmp_path, norm, x0):
+    """The counterexample, and the float32 point onnxruntime confirms (the same point),
+    lie inside the set exactly, and onnxruntime misclassifies it."""
+    eps = 0.3
     net = _corner_net(tmp_path, x0, eps)
     x = np.array([x0, 0.5])
     outcome = net.search.search(x, 0, eps, norm, 0.0, 1.0, SearchBudget(seconds=1.0))
     assert outcome.verdict == NON_ROBUST
     deployed = outcome.counterexample.astype(np.float32).astype(np.float64)
+    np.testing.assert_array_equal(deployed, outcome.counterexample)
+    assert distance(outcome.counterexample[None], x[None], norm)[0] <= eps
     assert net.runtime.predict(deployed[None])[0] != 0
-    assert distance(deployed[None], x[None], norm)[0] <= eps
 
 
 # --------------------------------------------------------------------------- budgets

@@ -281,7 +281,7 @@ class BoundPropagation:
     ) -> Tensor:
         """Lower bounds ``(B, S)`` of ``specs . z_start`` over the input set (CROWN)."""
         weights, bias = self.backward(start, specs, bounds, relax, splits)
-        return no_nan(inputs.minimum(weights) + bias)
+        return concretise(inputs, weights, bias)
 
     def backward(
         self,
@@ -380,6 +380,12 @@ def _beta_term(
     coefficients = coefficients - weight
     bias = bias + (weight * kink).flatten(2).sum(-1)
     return coefficients, bias
+
+
+def concretise(inputs: InputSet, weights: Tensor, bias: Tensor) -> Tensor:
+    """The lower bound ``min over inputs of weights . x + bias`` ``(B, S)``, with NaN (from
+    overflowing extreme sets) as ``-inf``: no bound, never a false one."""
+    return no_nan(inputs.minimum(weights) + bias)
 
 
 def _unflatten(low: Tensor, high: Tensor, part: Tensor, shape: torch.Size) -> Bounds:

@@ -27,6 +27,7 @@ networks the search is sound but may stay undecided.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -37,7 +38,7 @@ import torch
 from audit_core.bounds.ascent import Ascent
 from audit_core.bounds.domains import Bounded, Pool, Problem, into_set
 from audit_core.bounds.input_set import InputSet
-from audit_core.bounds.propagation import Relaxations, Splits
+from audit_core.bounds.propagation import Relaxations, Splits, concretise
 from audit_core.bounds.verify import Verifier, default_alpha, inflated, margin_specs
 from audit_core.layers import Bounds, ElementwisePiecewiseLinear
 
@@ -276,8 +277,8 @@ class _Run:
             with torch.no_grad():
                 lower, _ = self._evaluate(problem, alphas, betas)
             margin = max(float(lower[0]), float(domain["lower"][0])) - self.slack
-            if not margin <= 0:  # NaN proves nothing
-                margin = margin if margin > 0 else -float("inf")
+            if math.isnan(margin):  # NaN proves nothing
+                margin = -math.inf
             if margin > 0:
                 continue
             if solved.point is not None:
@@ -428,7 +429,7 @@ class _Run:
         weights, bias = self.bp.backward(
             len(self.bp.nodes) - 1, problem.specs, problem.bounds, relax, problem.splits, record
         )
-        return (problem.inputs.minimum(weights) + bias)[:, 0], weights
+        return concretise(problem.inputs, weights, bias)[:, 0], weights
 
     def _optimize(
         self,
