@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from audit_core.attack_budget import ATTACKS_TABLE, MinimalAttackConfig
-from audit_core.config import Parameter, build_table, table_parameters
+from audit_core.config import build_table
 from audit_core.executor import Executor, Shared
 
 if TYPE_CHECKING:
@@ -39,11 +39,6 @@ def attack_config(values: dict[str, Any], where: str) -> MinimalAttackConfig:
     unknown keys, wrong types and out-of-range values are usage errors."""
     owner = f"table {ATTACKS_TABLE!r}"
     return build_table(MinimalAttackConfig, values, where, ATTACKS_TABLE, owner)
-
-
-def attack_parameters() -> tuple[Parameter, ...]:
-    """The keys of the ``[attacks]`` table with their defaults and meaning."""
-    return table_parameters(MinimalAttackConfig)
 
 
 MIN_BATCH = 16
