@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 import numpy as np
 
-from audit_core.attack_budget import ATTACK_KEYS, ATTACKS_TABLE
+from audit_core.attack_budget import ATTACK_KEYS, ATTACKS_TABLE, MinimalAttackConfig
 from audit_core.config import Parameter, build_table, table_parameters
 from audit_core.config import check_config as check_config  # re-exported for plugins
 from audit_core.errors import ConfigError
@@ -31,6 +31,7 @@ from audit_core.findings import (
     Status,
     finding_id,
 )
+from audit_core.memory import MemoryNeed
 from audit_core.settings import Settings
 
 if TYPE_CHECKING:  # type-only: listing plugins (``audit plugins``) must not import torch
@@ -230,6 +231,20 @@ class Analysis:
 
     def check(self, model: AuditedModel, data: AuditData | None) -> str | None:
         """Extra applicability test beyond ``requires``: a skip reason, or None."""
+        return None
+
+    def memory_need(
+        self,
+        model: AuditedModel,
+        data: AuditData | None,
+        config: Any,
+        attacks: MinimalAttackConfig,
+    ) -> MemoryNeed | None:
+        """The peak memory ``run`` would need on ``model`` with ``config`` (and the run's
+        attack budget ``attacks``, for analyses that ask the attack service), estimated
+        from shapes before anything is allocated (``audit_core.memory`` has the common
+        estimates); the runner skips the analysis up front when it exceeds the memory
+        budget. None: nothing large (the default)."""
         return None
 
     def run(self, ctx: AuditContext) -> Iterable[Finding]:

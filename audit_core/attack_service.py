@@ -23,6 +23,7 @@ import numpy as np
 from audit_core.attack_budget import ATTACKS_TABLE, MinimalAttackConfig
 from audit_core.config import build_table
 from audit_core.executor import Executor, Shared
+from audit_core.memory import attack_need
 
 if TYPE_CHECKING:
     from audit_core.attacks import MinimalAdversarial
@@ -105,9 +106,7 @@ class AttackService:
         """The samples' batches: at most ``batch_size`` and the memory budget allow, and
         about ``TARGET_BATCHES`` of them when the samples are few."""
         count = len(self.data)
-        d = int(np.prod(self.data.x.shape[1:]))
-        classes = self.model.graph.num_classes
-        per_sample = 8.0 * d * (4 * classes + 4 * self.config.restarts + 16)
+        per_sample = attack_need(self.model, self.config).bytes
         cap = self.executor.batch_items(per_sample, maximum=self.config.batch_size)
         size = max(1, min(cap, max(MIN_BATCH, math.ceil(count / TARGET_BATCHES))))
         return [range(s, min(s + size, count)) for s in range(0, count, size)]

@@ -1,9 +1,10 @@
-"""How much one forward pass of a model costs, estimated from the ONNX file alone."""
+"""What one forward pass of a model costs, estimated from the ONNX file alone."""
 
 from __future__ import annotations
 
 import contextlib
 import math
+from dataclasses import dataclass
 
 import onnx
 from onnx import shape_inference
@@ -11,23 +12,27 @@ from onnx import shape_inference
 WEIGHTED_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 
 
-def forward_macs(proto: onnx.ModelProto, input_name: str, sample_shape: tuple[int, ...]) -> int:
-    """Multiply-adds of one sample's forward pass through the weighted ops (Conv, Gemm,
-    MatMul with a constant weight): weight size times the output positions that reuse it.
+@dataclass(frozen=True)
+class ForwardCost:
+    """One sample's forward pass: multiply-adds of the weighted ops and the values of
+    every intermediate tensor (what a backward pass keeps alive, at most)."""
+
+    macs: int
+    activation_values: int
+
+
+def forward_cost(
+    proto: onnx.ModelProto, input_name: str, sample_shape: tuple[int, ...]
+) -> ForwardCost:
+    """Multiply-adds of the weighted ops (Conv, Gemm, MatMul with a constant weight:
+    weight size times the output positions that reuse it) and the total size of the
+    intermediate tensors, per sample.
 
     Deterministic and cheap (ONNX shape inference at batch 1, no forward pass); ops without
-    weights (activations, pooling, additions) are left out: they cost far less.
+    weights (activations, pooling, additions) cost no multiply-adds here: they cost far less.
+    Tensors whose shape inference cannot fix are left out of ``activation_values``.
     """
-    model = onnx.ModelProto.FromString(proto.SerializeToString())
-    for value in model.graph.input:
-        if value.name == input_name:
-            dims = value.type.tensor_type.shape.dim
-            full = (1, *sample_shape) if len(dims) == len(sample_shape) + 1 else sample_shape
-            for dim, size in zip(dims, full, strict=False):
-                dim.Clear()
-                dim.dim_value = int(size)
-    with contextlib.suppress(Exception):  # shape inference raises many types: estimate without
-        model = shape_inference.infer_shapes(model)
+    model = _inferred(proto, input_name, sample_shape)
     shapes = _shapes(model)
     sizes = {i.name: math.prod(i.dims) for i in model.graph.initializer}
     total = 0
@@ -39,7 +44,30 @@ def forward_macs(proto: onnx.ModelProto, input_name: str, sample_shape: tuple[in
         if weight is None or out is None:
             continue
         total += weight * _reuse(node.op_type, out)
-    return int(total)
+    activations = sum(math.prod(shape) for shape in shapes.values())
+    return ForwardCost(int(total), int(activations))
+
+
+def forward_macs(proto: onnx.ModelProto, input_name: str, sample_shape: tuple[int, ...]) -> int:
+    """Multiply-adds of one sample's forward pass (see ``forward_cost``)."""
+    return forward_cost(proto, input_name, sample_shape).macs
+
+
+def _inferred(
+    proto: onnx.ModelProto, input_name: str, sample_shape: tuple[int, ...]
+) -> onnx.ModelProto:
+    """A copy of ``proto`` with the input fixed at batch 1 and inferred shapes."""
+    model = onnx.ModelProto.FromString(proto.SerializeToString())
+    for value in model.graph.input:
+        if value.name == input_name:
+            dims = value.type.tensor_type.shape.dim
+            full = (1, *sample_shape) if len(dims) == len(sample_shape) + 1 else sample_shape
+            for dim, size in zip(dims, full, strict=False):
+                dim.Clear()
+                dim.dim_value = int(size)
+    with contextlib.suppress(Exception):  # shape inference raises many types: estimate without
+        model = shape_inference.infer_shapes(model)
+    return model
 
 
 def _shapes(model: onnx.ModelProto) -> dict[str, tuple[int, ...]]:

@@ -57,11 +57,13 @@ from typing import Any
 import numpy as np
 
 from audit_core.errors import UsageError
+from audit_core.memory import DEFAULT_CAP_MB, batch_bytes
 
 SERIAL, PROCESSES, DASK = "serial", "processes", "dask"
 MAIN_PROCESS = "main process"
-DEFAULT_MEMORY_MB = 1024
-"""Default working memory of one batch of units (per worker process), in MiB."""
+DEFAULT_MEMORY_MB = DEFAULT_CAP_MB
+"""Memory budget of one process when none is given, in MiB (a batch of units gets a
+quarter: ``audit_core.memory.batch_bytes``)."""
 TASKS_PER_WORKER = 4
 """Tasks per worker a ``map`` is cut into (load balance against per-task overhead)."""
 CACHE_SIZE = 6
@@ -255,8 +257,9 @@ class Executor:
 
     @property
     def memory_bytes(self) -> int:
-        """The working memory one batch of units may use (per worker process)."""
-        return self.memory_mb * 2**20
+        """The working memory one batch of units may use (per worker process): a quarter
+        of the memory budget."""
+        return batch_bytes(self.memory_mb)
 
     def batch_items(self, bytes_per_item: float, minimum: int = 1, maximum: int = 0) -> int:
         """How many items (samples, pairs) one batch holds within the memory budget;

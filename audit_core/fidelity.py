@@ -58,11 +58,11 @@ def check_fidelity(
     graph = loaded.graph
     x = _inputs(graph, samples, rng, bounds, random_inputs)
     runner = runner or OrtRunner(loaded)
-    reference_out, reference_logits = runner.outputs(x)
-    with torch.no_grad():
-        ours_out = graph.forward(x, activation=True).reshape(len(x), -1).numpy()
-        ours_logits = graph.forward(x).reshape(len(x), -1).numpy()
-        torch_logits = torch_model.module(torch.as_tensor(x)).reshape(len(x), -1).numpy()
+    rows = graph.chunk_rows
+    chunks = [_outputs(graph, torch_model, runner, x[s : s + rows]) for s in range(0, len(x), rows)]
+    reference_out, reference_logits, ours_out, ours_logits, torch_logits = (
+        np.concatenate(part) for part in zip(*chunks, strict=True)
+    )
     # the output (probabilities after a Softmax) and the logits the certificates reason on
     graph_error = max(
         scaled_error(ours_out, reference_out), scaled_error(ours_logits, reference_logits)
@@ -103,6 +103,18 @@ def onnxruntime_logits(loaded: LoadedModel, x: np.ndarray) -> np.ndarray:
     """The deployed model's logits (onnxruntime, float32 inputs) at ``x``, ``(N, K)``, from a
     new session (an ``AuditedModel`` keeps one: ``AuditedModel.deployed_logits``)."""
     return OrtRunner(loaded).logits(x)
+
+
+def _outputs(
+    graph: LayerGraph, torch_model: TorchModel, runner: OrtRunner, x: np.ndarray
+) -> tuple[np.ndarray, ...]:
+    """onnxruntime's output and logits, the layer graph's, the torch module's logits."""
+    reference_out, reference_logits = runner.outputs(x)
+    with torch.no_grad():
+        ours_out = graph.forward(x, activation=True).reshape(len(x), -1).numpy()
+        ours_logits = graph.forward(x).reshape(len(x), -1).numpy()
+        torch_logits = torch_model.module(torch.as_tensor(x)).reshape(len(x), -1).numpy()
+    return reference_out, reference_logits, ours_out, ours_logits, torch_logits
 
 
 def _inputs(

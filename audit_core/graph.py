@@ -9,6 +9,7 @@ geometric analysis works on the logits below it.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -19,6 +20,10 @@ import torch
 from audit_core import labels
 from audit_core.errors import NotApplicable
 from audit_core.layers import Dense, Input, Layer, LayerKind, Relu
+
+FORWARD_CHUNK_BYTES = 256 * 2**20
+"""Working memory of one chunk of rows of ``LayerGraph.forward`` (the live values of about
+three of the widest node, float64)."""
 
 Tensor = torch.Tensor
 
@@ -109,13 +114,19 @@ class LayerGraph:
         return tuple(i for i, node in enumerate(self.nodes) if index in node.inputs)
 
     @cached_property
-    def cut_points(self) -> tuple[int, ...]:
-        """Nodes whose output alone determines everything after them (valid prefix ends)."""
-        cuts = []
+    def last_use(self) -> dict[int, int]:
+        """Per node, the last node that reads its output (itself when none does)."""
         last_use = {i: i for i in range(len(self.nodes))}
         for index, node in enumerate(self.nodes):
             for source in node.inputs:
                 last_use[source] = max(last_use[source], index)
+        return last_use
+
+    @cached_property
+    def cut_points(self) -> tuple[int, ...]:
+        """Nodes whose output alone determines everything after them (valid prefix ends)."""
+        cuts = []
+        last_use = self.last_use
         for k in range(len(self.nodes)):
             if all(last_use[i] <= k for i in range(k)):
                 cuts.append(k)
@@ -138,12 +149,39 @@ class LayerGraph:
     def forward(
         self, x: np.ndarray | Tensor, *, upto: int | None = None, activation: bool = False
     ) -> Tensor:
-        """Batched forward pass in float64 (logits unless ``activation``)."""
-        values = self.forward_all(x, upto=upto)
-        out = values[-1 if upto is None else upto]
+        """Batched forward pass in float64 (logits unless ``activation``), in chunks of rows
+        within ``FORWARD_CHUNK_BYTES``; each value is freed after its last reader."""
+        inputs = self.as_input(x)
+        rows = self.chunk_rows
+        last = len(self.nodes) - 1 if upto is None else upto
+        parts = [
+            self._forward_rows(inputs[start : start + rows], last)
+            for start in range(0, max(1, len(inputs)), rows)
+        ]
+        out = parts[0] if len(parts) == 1 else torch.cat(parts)
         if activation and upto is None:
             out = self._apply_output_activation(out)
         return out
+
+    def _forward_rows(self, x: Tensor, last: int) -> Tensor:
+        values = {0: x}
+        for index, node in enumerate(self.nodes[1 : last + 1], start=1):
+            values[index] = node.layer.forward(*(values[i] for i in node.inputs))
+            for source in set(node.inputs):
+                if self.last_use[source] <= index:
+                    del values[source]
+        return values[last]
+
+    @cached_property
+    def widest(self) -> int:
+        """Values per sample of the largest node."""
+        return max(math.prod(node.shape) for node in self.nodes)
+
+    @cached_property
+    def chunk_rows(self) -> int:
+        """Rows of a forward pass within ``FORWARD_CHUNK_BYTES`` (float64, about three of
+        the widest node alive)."""
+        return max(1, FORWARD_CHUNK_BYTES // (3 * 8 * self.widest))
 
     def forward_all(self, x: np.ndarray | Tensor, *, upto: int | None = None) -> list[Tensor]:
         """Every node's output (float64), ``(N, *node.shape)`` each."""

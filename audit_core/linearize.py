@@ -39,6 +39,7 @@ import torch
 from audit_core.errors import NotApplicable
 from audit_core.graph import LayerGraph
 from audit_core.layers import LayerKind
+from audit_core.memory import linearization_need
 
 Tensor = torch.Tensor
 DEFAULT_MEMORY_BUDGET = 768 * 2**20  # bytes of tangent storage per chunk of samples
@@ -137,17 +138,10 @@ def linearize(
 
 
 def _chunk_size(graph: LayerGraph, budget: int) -> int:
-    """Samples per chunk: per-sample tangents exist only from the first piecewise-linear
-    node on (and for the nodes such nodes read); the affine prefix is shared."""
-    first = next(
-        (i for i, n in enumerate(graph.nodes) if n.layer.kind is LayerKind.PIECEWISE_LINEAR),
-        len(graph.nodes) - 1,
-    )
-    later = set(range(first, len(graph.nodes)))
-    later |= {i for node in graph.nodes[first:] for i in node.inputs}
-    widest = max(int(np.prod(graph.nodes[i].shape)) for i in later)
-    per_sample = 8 * graph.input_size * widest * 4
-    return max(1, budget // per_sample)
+    """Samples per chunk within ``budget`` bytes (``audit_core.memory``: per-sample
+    tangents exist only from the first piecewise-linear node on; the affine prefix is
+    shared)."""
+    return max(1, budget // linearization_need(graph).bytes)
 
 
 def _linearize_chunk(graph: LayerGraph, x: Tensor, keep_region: bool, cache: dict) -> dict:

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from audit_core.cost import ForwardCost, forward_cost
 from audit_core.errors import NotApplicable
 from audit_core.fidelity import DEFAULT_TOLERANCE, FidelityReport, OrtRunner, check_fidelity
 from audit_core.graph import DenseView, LayerGraph
@@ -52,11 +53,15 @@ class AuditedModel:
             return None
 
     @cached_property
+    def forward_cost(self) -> ForwardCost:
+        """One sample's forward pass: multiply-adds and intermediate values (from the ONNX
+        file, by shape inference)."""
+        return forward_cost(self.loaded.proto, self.loaded.input_name, self.graph.input_shape)
+
+    @property
     def forward_macs(self) -> int:
         """Multiply-adds of one sample's forward pass (from the ONNX file: weighted ops)."""
-        from audit_core.cost import forward_macs
-
-        return forward_macs(self.loaded.proto, self.loaded.input_name, self.graph.input_shape)
+        return self.forward_cost.macs
 
     def relu_depth(self) -> int | None:
         """Number of affine layers of a plain affine/ReLU chain (2 for a one-hidden-layer net).

@@ -42,6 +42,7 @@ from audit_core.findings import (
     error_finding,
     finding_id,
 )
+from audit_core.memory import MIB
 from audit_core.model import AuditedModel, audited, bundled_dataset
 from audit_core.onnx_import import LoadedModel, load_onnx
 from audit_core.plugin_faults import captured_output, checked_findings
@@ -205,7 +206,7 @@ def load_models_and_data(
     loaded = []
     for path in settings.models:
         ui.status(f"loading {path}")
-        loaded.append(load_onnx(path, sample_shape))
+        loaded.append(load_onnx(path, sample_shape, settings.memory_budget))
     if raw is None:
         raw = _bundled_data(loaded[0], settings)
     data = _validated(raw, loaded, settings, rng) if raw is not None else None
@@ -301,7 +302,11 @@ def _run_one(
         "config": _config_dict(config),
         "description": analysis.description,
     }
-    reason = analysis.requires.unmet(model, data, len(models)) or analysis.check(model, data)
+    reason = (
+        analysis.requires.unmet(model, data, len(models))
+        or analysis.check(model, data)
+        or _memory_reason(analysis, model, data, config, attacks.config, settings)
+    )
     if reason:
         run = AnalysisRun(**base, outcome="skipped", reason=reason)
         ui.finish(run)
@@ -338,6 +343,21 @@ def _run_one(
     run = AnalysisRun(**base, outcome=outcome, reason=fault, seconds=seconds, headline=headline)
     ui.finish(run)
     return run, findings, context.exports
+
+
+def _memory_reason(
+    analysis: Analysis,
+    model: AuditedModel,
+    data: AuditData | None,
+    config: Any,
+    attacks: MinimalAttackConfig,
+    settings: Settings,
+) -> str | None:
+    """Why the analysis is skipped up front: it would need more than the memory budget."""
+    need = analysis.memory_need(model, data, config, attacks)
+    if need is None or need.bytes <= settings.memory_budget * MIB:
+        return None
+    return need.reason(settings.memory_budget)
 
 
 def _context(

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from audit_core.errors import ConfigError
+from audit_core.memory import default_budget_mb
 
 if TYPE_CHECKING:
     from audit_core.config import Parameter
@@ -52,8 +53,10 @@ class Settings:
     1: serial, in this process). Ignored with ``scheduler`` (the cluster's workers run)."""
     scheduler: str | None = None
     """Address of an existing Dask distributed scheduler (``tcp://host:8786``)."""
-    memory_budget: int = 1024
-    """Working memory of one batch of units, per worker process, in MiB."""
+    memory_budget: int = field(default_factory=default_budget_mb)
+    """Memory one process of the audit may use, in MiB (default: the smaller of 4 GiB and a
+    quarter of the machine's memory): larger models are refused, analyses that would need
+    more are skipped up front, batches of units get a quarter (``audit_core.memory``)."""
     analysis_timeout: float = 3600.0
     """Wall-clock seconds one analysis may run on one model (then an error finding)."""
     analysis_options: dict[str, dict[str, Any]] = field(default_factory=dict)

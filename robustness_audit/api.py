@@ -148,8 +148,9 @@ def audit(
     :param workers: local worker processes for the independent work (``--workers``;
         default: all local cores; 1: serial, in this process).
     :param scheduler: the address of an existing Dask scheduler (``--scheduler``).
-    :param memory_budget: working memory of one batch per worker (``--memory-budget``:
-        MiB, or a size such as ``"512M"``).
+    :param memory_budget: memory one audit process may use (``--memory-budget``: MiB, or
+        a size such as ``"512M"``; default min(4 GiB, a quarter of the machine's memory)):
+        bigger models are refused, analyses that would need more are skipped up front.
     :param analysis_timeout: wall-clock seconds per analysis and model
         (``--analysis-timeout``; applied in the main thread only).
     :raises audit_core.errors.UsageError: bad settings, model or data (its subclasses

@@ -142,7 +142,8 @@ def _audit_parser() -> _Parser:
     add(
         "--memory-budget",
         metavar="SIZE",
-        help="working memory of one batch of samples or pairs, per worker (default 1G)",
+        help="memory one audit process may use: bigger models are refused, analyses that "
+        "would need more are skipped (default: min(4G, a quarter of the machine's memory))",
     )
     add(
         "--analysis-timeout",

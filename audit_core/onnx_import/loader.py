@@ -29,6 +29,7 @@ from audit_core.errors import ModelLoadError
 from audit_core.graph import LayerGraph, Node
 from audit_core.layers import Sigmoid, Softmax
 from audit_core.layers.opaque import Opaque
+from audit_core.memory import MIB, format_bytes, weights_need
 from audit_core.onnx_import.builder import GraphBuilder
 from audit_core.onnx_import.fusion import fuse_affine, prune
 from audit_core.onnx_import.registry import (
@@ -71,12 +72,19 @@ class LoadedModel:
         return self.path.stem
 
 
-def load_onnx(path: str | Path, sample_shape: tuple[int, ...] | None = None) -> LoadedModel:
-    """Read, check and convert ``path``. ``sample_shape`` fixes dynamic input dims."""
+def load_onnx(
+    path: str | Path,
+    sample_shape: tuple[int, ...] | None = None,
+    memory_budget_mb: int | None = None,
+) -> LoadedModel:
+    """Read, check and convert ``path``. ``sample_shape`` fixes dynamic input dims. With
+    ``memory_budget_mb``, a model whose weights (the file and its external data) the
+    audit could not hold within that budget is refused before they are read."""
     path = Path(path)
+    _check_weight_memory(path, [path], memory_budget_mb)
     raw = _read_bytes(path)
     proto = _parse(raw, path)
-    _load_external_data(proto, path)
+    _load_external_data(proto, path, memory_budget_mb)
     _check(proto, path)
     proto = normalise(proto)
     input_info = _single_input(proto, path)
@@ -127,7 +135,21 @@ def _parse(raw: bytes, path: Path) -> onnx.ModelProto:
     return proto
 
 
-def _load_external_data(proto: onnx.ModelProto, path: Path) -> None:
+def _check_weight_memory(path: Path, files: list[Path], budget_mb: int | None) -> None:
+    """Refuse the model when holding the weights in ``files`` (bytes on disk, float32
+    at most) would take more than ``budget_mb`` (``audit_core.memory.WEIGHT_COPIES``)."""
+    if budget_mb is None:
+        return
+    size = sum(f.stat().st_size for f in set(files) if f.is_file())
+    if weights_need(size) > budget_mb * MIB:
+        raise ModelLoadError(
+            f"{path}: its weights ({format_bytes(size)}) would take about "
+            f"{format_bytes(weights_need(size))} in the audit, over the memory budget of "
+            f"{format_bytes(budget_mb * MIB)}: refused (raise --memory-budget)"
+        )
+
+
+def _load_external_data(proto: onnx.ModelProto, path: Path, budget_mb: int | None) -> None:
     """Tensors stored outside the file (ONNX external data) read into ``proto``, only from
     regular files inside the model's folder: a location that is absolute, climbs out
     (``..``) or resolves outside it through a symlink refuses the model before any file
@@ -145,6 +167,8 @@ def _load_external_data(proto: onnx.ModelProto, path: Path) -> None:
                 f"{path}: external data {location!r} of tensor {tensor.name!r} is not a "
                 "file inside the model's folder: refused"
             )
+    locations = {e.value for t in tensors for e in t.external_data if e.key == "location"}
+    _check_weight_memory(path, [path, *(folder / loc for loc in locations)], budget_mb)
     try:
         load_external_data_for_model(proto, str(folder))
     except (OSError, ValueError) as error:

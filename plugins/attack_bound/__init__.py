@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from audit_core.analysis import Analysis, AuditContext, Requirements, check_config
 from audit_core.findings import Finding, Reference
 from audit_core.hookspecs import hookimpl
+from audit_core.memory import MemoryNeed, attack_need
 
 __version__ = "0.1.0"
 
@@ -58,6 +59,9 @@ class AttackBound(Analysis):
     )
     requires = Requirements(data=True, layer_graph=False)
     Config = AttackBoundConfig
+
+    def memory_need(self, model, data, config, attacks) -> MemoryNeed:
+        return attack_need(model, attacks)
 
     def run(self, ctx: AuditContext) -> Iterable[Finding]:
         from audit_plugins.attack_bound import distances, findings

@@ -40,6 +40,7 @@ from dataclasses import dataclass
 from audit_core.analysis import Analysis, AuditContext, Requirements, check_config
 from audit_core.findings import Finding, Reference
 from audit_core.hookspecs import hookimpl
+from audit_core.memory import MemoryNeed, attack_need, largest, linearization_need
 
 __version__ = "0.1.0"
 
@@ -140,6 +141,11 @@ class Certificates(Analysis):
     )
     requires = Requirements(data=True, piecewise_linear=True)
     Config = CertificatesConfig
+
+    def memory_need(self, model, data, config, attacks) -> MemoryNeed | None:
+        """The local linearisation of a sample (the simplex and decision-boundary
+        certificates) or the attack search whose distances the gap compares with."""
+        return largest((linearization_need(model.graph), attack_need(model, attacks)))
 
     def run(self, ctx: AuditContext) -> Iterable[Finding]:
         from audit_plugins.certificates import compute, findings
