@@ -11,7 +11,11 @@ URI relative to the working directory when the file is under it (an absolute
 status, method and metrics (numbers stay numbers, NaN/inf become null). Crashed
 analyses are also listed as tool execution notifications.
 
-A lone surrogate, which UTF-8 cannot carry, becomes U+FFFD everywhere.
+Message texts are SARIF plain text (section 3.11): ``{`` and ``}`` are doubled (no
+string from a model or plugin becomes a ``{0}`` placeholder) and a backslash goes
+between ``]`` and ``(`` (with the backslashes already there doubled), so no text forms a
+``[text](target)`` embedded link. Other strings (properties, ids) are written as they
+are; a lone surrogate, which UTF-8 cannot carry, becomes U+FFFD everywhere.
 
 The document validates against the OASIS SARIF 2.1.0 schema (vendored in
 ``tests/data/sarif-2.1.0.schema.json`` and checked by the tests).
@@ -21,6 +25,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import urllib.parse
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -117,8 +122,18 @@ def _rule_name(name: str) -> str:
     return "".join(part[:1].upper() + part[1:] for part in name.split("-") if part) or "Analysis"
 
 
+_LINK_OPENING = re.compile(r"(?<=\])(\\*)\(")
+
+
 def _text(text: str) -> dict[str, str]:
-    return {"text": text if text.strip() else "(empty)"}
+    return {"text": message_text(text) if text.strip() else "(empty)"}
+
+
+def message_text(text: str) -> str:
+    """``text`` as a SARIF plain text message that shows it: braces doubled (section 3.11.5)
+    and ``](`` broken by a backslash (section 3.11.6), so it has no placeholder or link."""
+    braces = text.replace("{", "{{").replace("}", "}}")
+    return _LINK_OPENING.sub(lambda m: m[1] * 2 + "\\(", braces)
 
 
 def _artifact(model: ModelInfo, root: Path) -> dict[str, Any]:
