@@ -370,7 +370,9 @@ def _context(
     attacks: AttackService,
     ui: RunUI,
 ) -> AuditContext:
-    seed = [settings.seed, zlib.crc32(analysis.name.encode()), zlib.crc32(model.name.encode())]
+    # a model named after a file whose name is not UTF-8 holds lone surrogates (os.fsdecode)
+    names = (analysis.name, model.name)
+    seed = [settings.seed, *(zlib.crc32(n.encode("utf-8", "surrogatepass")) for n in names)]
     return AuditContext(
         analysis=analysis,
         model=model,

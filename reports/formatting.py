@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterable, Sequence
 
 import numpy as np
@@ -10,6 +11,15 @@ import numpy as np
 from audit_core.findings import Finding, Metric, Status
 
 _CONCLUSIVE = (Status.PASS, Status.WARN, Status.FAIL)
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def encodable(text: str) -> str:
+    """``text`` as UTF-8 can carry it: a lone surrogate (left in a name by a file name that
+    is not UTF-8, say) becomes U+FFFD; a surrogate pair becomes the character it encodes."""
+    if not _SURROGATE.search(text):
+        return text
+    return text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
 
 
 def fmt_text(value: object) -> str:

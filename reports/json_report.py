@@ -1,8 +1,9 @@
 """The JSON report: an ``AuditReport`` as plain JSON, versioned by a JSON Schema.
 
 Numbers stay numbers; a NaN or infinite float is written as ``null`` (the
-document is strict JSON, ``allow_nan=False``). Keys keep the order of the
-dataclass fields, so documents diff well.
+document is strict JSON, ``allow_nan=False``); a lone surrogate in a string, which
+UTF-8 cannot carry, is written as U+FFFD. Keys keep the order of the dataclass fields,
+so documents diff well.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ import numpy as np
 
 from audit_core.findings import PAPERS, Finding, Reference
 from audit_core.report_model import AuditReport
+
+from .formatting import encodable
 
 SCHEMA_PATH: Path = Path(__file__).resolve().parent / "schema" / "report-1.0.schema.json"
 """The JSON Schema (draft 2020-12) of the document ``to_dict`` produces."""
@@ -108,8 +111,10 @@ def _scalar(value: Any) -> JsonValue:
 
 
 def render_json(report: AuditReport) -> str:
-    """The JSON report as text (indent 2, strict JSON, UTF-8 characters kept)."""
-    return json.dumps(to_dict(report), indent=2, allow_nan=False, ensure_ascii=False) + "\n"
+    """The JSON report as text (indent 2, strict JSON, UTF-8 characters kept; a lone
+    surrogate, which UTF-8 cannot carry, becomes U+FFFD)."""
+    text = json.dumps(to_dict(report), indent=2, allow_nan=False, ensure_ascii=False)
+    return encodable(text) + "\n"
 
 
 def from_dict(document: Mapping[str, Any]) -> AuditReport:

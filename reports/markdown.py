@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from audit_core.findings import Finding, Status, model_label
 from audit_core.report_model import AnalysisRun, AuditReport
 
-from .formatting import fmt_text, key_metric
+from .formatting import encodable, fmt_text, key_metric
 
 MAX_ROWS = 20
 """Failing findings listed in the table; the rest are counted."""
@@ -24,14 +24,16 @@ MAX_CELL = 280
 fit; longer text is cut at a word boundary)."""
 
 _SPECIAL = re.compile(r"([\\`*_\[\]|~@])")
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
 _STATUS_ORDER = (Status.ERROR, Status.FAIL, Status.WARN, Status.PASS, Status.SKIPPED)
 
 
 def md(text: object, limit: int = MAX_CELL) -> str:
     """``text`` as inert Markdown on one line, inside a line or a table cell: ``& < >``
     become entities (no HTML tag), and ``\\ ` * _ [ ] | ~ @`` are backslash-escaped (no
-    code span, emphasis, link, cell break, strike-through or mention)."""
-    flat = " ".join(str(text).split())
+    code span, emphasis, link, cell break, strike-through or mention); control characters
+    and lone surrogates become U+FFFD."""
+    flat = _CONTROL.sub("\ufffd", " ".join(encodable(str(text)).split()))
     if len(flat) > limit:
         cut = flat[: limit - 1]
         flat = (cut.rsplit(" ", 1)[0] if " " in cut else cut).rstrip(" ,;:") + "…"

@@ -11,6 +11,12 @@ URI relative to the working directory when the file is under it (an absolute
 status, method and metrics (numbers stay numbers, NaN/inf become null). Crashed
 analyses are also listed as tool execution notifications.
 
+Message texts are SARIF plain text (section 3.11): ``{`` and ``}`` are doubled (no
+string from a model or plugin becomes a ``{0}`` placeholder) and a backslash goes
+between ``]`` and ``(`` (with the backslashes already there doubled), so no text forms a
+``[text](target)`` embedded link. Other strings (properties, ids) are written as they
+are; a lone surrogate, which UTF-8 cannot carry, becomes U+FFFD everywhere.
+
 The document validates against the OASIS SARIF 2.1.0 schema (vendored in
 ``tests/data/sarif-2.1.0.schema.json`` and checked by the tests).
 """
@@ -19,6 +25,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import urllib.parse
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -28,6 +35,7 @@ from typing import Any
 from audit_core.findings import RUN_WIDE, Finding, Severity, Status
 from audit_core.report_model import AnalysisRun, AuditReport, ModelInfo
 
+from .formatting import encodable
 from .json_report import plain
 
 SARIF_VERSION = "2.1.0"
@@ -49,7 +57,8 @@ LEVELS: dict[Severity, str] = {
 def render_sarif(report: AuditReport, base: str | os.PathLike[str] | None = None) -> str:
     """The report as a SARIF 2.1.0 log (JSON text). ``base`` (default: the working
     directory) is the directory model paths are made relative to."""
-    return json.dumps(to_sarif(report, base), indent=2, ensure_ascii=False, allow_nan=False) + "\n"
+    text = json.dumps(to_sarif(report, base), indent=2, ensure_ascii=False, allow_nan=False)
+    return encodable(text) + "\n"
 
 
 def to_sarif(report: AuditReport, base: str | os.PathLike[str] | None = None) -> dict[str, Any]:
@@ -113,8 +122,18 @@ def _rule_name(name: str) -> str:
     return "".join(part[:1].upper() + part[1:] for part in name.split("-") if part) or "Analysis"
 
 
+_LINK_OPENING = re.compile(r"(?<=\])(\\*)\(")
+
+
 def _text(text: str) -> dict[str, str]:
-    return {"text": text if text.strip() else "(empty)"}
+    return {"text": message_text(text) if text.strip() else "(empty)"}
+
+
+def message_text(text: str) -> str:
+    """``text`` as a SARIF plain text message that shows it: braces doubled (section 3.11.5)
+    and ``](`` broken by a backslash (section 3.11.6), so it has no placeholder or link."""
+    braces = text.replace("{", "{{").replace("}", "}}")
+    return _LINK_OPENING.sub(lambda m: m[1] * 2 + "\\(", braces)
 
 
 def _artifact(model: ModelInfo, root: Path) -> dict[str, Any]:
@@ -133,8 +152,20 @@ def artifact_uri(path: str, root: Path) -> str:
     try:
         relative = absolute.relative_to(os.path.abspath(root))
     except ValueError:
-        return absolute.as_uri()
-    return urllib.parse.quote(relative.as_posix())
+        try:
+            return absolute.as_uri()
+        except UnicodeEncodeError:  # a lone surrogate that is no file name byte
+            return Path(encodable(str(absolute))).as_uri()
+    return urllib.parse.quote(_path_bytes(relative.as_posix()))
+
+
+def _path_bytes(path: str) -> bytes:
+    """The bytes of a file name (those of a name that is not UTF-8 come back from their
+    surrogate escapes); a lone surrogate that is no such escape becomes U+FFFD."""
+    try:
+        return os.fsencode(path)
+    except UnicodeEncodeError:
+        return os.fsencode(encodable(path))
 
 
 def _result(

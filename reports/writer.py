@@ -2,7 +2,9 @@
 
 A failure while rendering leaves the previous reports untouched; a failure while
 writing never leaves a half-written report (each file goes to a temporary file
-in the output directory, then ``os.replace``s into place).
+in the output directory, then ``os.replace``s into place). Files are UTF-8: a lone
+surrogate a renderer leaves in its text (from a file name that is not UTF-8, say)
+is written as U+FFFD.
 
 Adding a format is one entry in ``RENDERERS``. A renderer's module is imported when
 the format is first rendered: the format list (``FORMATS``, shown by ``audit --help``)
@@ -19,6 +21,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+from .formatting import encodable
 
 if TYPE_CHECKING:
     from audit_core.report_model import AuditReport
@@ -69,7 +73,7 @@ def write_reports(
     Raises ``ValueError`` for an unknown format, before anything is rendered.
     """
     outputs = [_output(name) for name in dict.fromkeys(formats)]
-    rendered = {out.filename: out.render(report) for out in outputs}
+    rendered = {out.filename: encodable(out.render(report)) for out in outputs}
     directory = Path(out_dir)
     directory.mkdir(parents=True, exist_ok=True)
     written = _write_all(directory, rendered)
