@@ -41,6 +41,7 @@ import pickle
 import signal
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from multiprocessing.connection import Connection, Pipe
@@ -54,7 +55,11 @@ T = TypeVar("T")
 MARGIN = 2.0
 """Seconds past the timeout the parent waits for the child's own ``SIGALRM`` to stop it."""
 OUTPUT_TAIL = 3000
-"""Characters of the end of the child's output kept for a dead or stuck child."""
+"""Characters of the child's output kept for a dead or stuck child."""
+READ_BACK = 2**16
+"""Bytes at the end of the child's output searched for the last stack dump."""
+DUMP_HEADERS = ("Fatal Python error", "Timeout (")
+"""How ``faulthandler`` starts a stack dump (fatal signal; ``dump_traceback_later``)."""
 PR_SET_PDEATHSIG = 1
 
 
@@ -75,9 +80,10 @@ class ProcessStuck(AnalysisTimeout):
         self.output = output
 
 
-def can_fork() -> bool:
-    """Whether this platform creates processes with ``fork`` (Linux, macOS)."""
-    return hasattr(os, "fork")
+def supported() -> bool:
+    """Whether analyses can be isolated here: Linux (``fork`` without ``exec``, ``waitid``,
+    ``PR_SET_PDEATHSIG``); elsewhere they run in the audit's process."""
+    return sys.platform.startswith("linux")
 
 
 def run_forked(work: Callable[[Progress], T], progress: Progress, timeout: float, name: str) -> T:
@@ -164,12 +170,13 @@ def _kill(pid: int) -> None:
 
 
 def _tail(output: IO[bytes]) -> str:
-    """The end of what the child wrote to its stdout and stderr."""
+    """The end of what the child wrote to its stdout and stderr; from the start of the last
+    stack ``faulthandler`` dumped there (innermost call first) when there is one."""
     output.seek(0, os.SEEK_END)
-    size = output.tell()
-    output.seek(max(0, size - 4 * OUTPUT_TAIL))
+    output.seek(max(0, output.tell() - READ_BACK))
     text = output.read().decode("utf-8", "replace").strip()
-    return text[-OUTPUT_TAIL:]
+    dump = max(text.rfind(header) for header in DUMP_HEADERS)
+    return text[dump : dump + OUTPUT_TAIL] if dump >= 0 else text[-OUTPUT_TAIL:]
 
 
 # ------------------------------------------------------------------- the child
@@ -194,8 +201,9 @@ def _child(
 
 def _serve(work: Callable[[Progress], Any], writer: Connection) -> int:
     """Send ``work``'s result or exception; the exit code of the child."""
+    progress = _PipeProgress(writer)
     try:
-        message: tuple[str, Any] = ("result", work(_PipeProgress(writer)))
+        message: tuple[str, Any] = ("result", work(progress))
     except SystemExit as error:
         return error.code if isinstance(error.code, int) else 1
     except KeyboardInterrupt:
@@ -204,13 +212,13 @@ def _serve(work: Callable[[Progress], Any], writer: Connection) -> int:
         message = ("raise", _portable(error))
     faulthandler.cancel_dump_traceback_later()
     try:
-        writer.send(message)
+        progress.send(message)
     except Exception as error:  # the result does not pickle (a plugin's odd object)
         reason = (
             "the analysis's findings could not be sent from its process "
             f"({type(error).__name__}: {error})"
         )
-        writer.send(("died", reason))
+        progress.send(("died", reason))
     return 0
 
 
@@ -248,16 +256,21 @@ def _portable(error: BaseException) -> BaseException:
 
 
 class _PipeProgress:
-    """The child's ``Progress``: every call is sent to the parent."""
+    """The child's ``Progress``: every call is sent to the parent (from any thread)."""
 
     def __init__(self, writer: Connection) -> None:
         self._writer = writer
+        self._lock = threading.Lock()
+
+    def send(self, message: tuple[str, Any]) -> None:
+        with self._lock:
+            self._writer.send(message)
 
     def total(self, units: float) -> None:
-        self._writer.send(("total", units))
+        self.send(("total", units))
 
     def advance(self, units: float = 1) -> None:
-        self._writer.send(("advance", units))
+        self.send(("advance", units))
 
     def note(self, text: str) -> None:
-        self._writer.send(("note", str(text)))
+        self.send(("note", str(text)))

@@ -47,7 +47,7 @@ from audit_core.findings import (
     error_finding,
     finding_id,
 )
-from audit_core.isolation import ProcessDied, ProcessStuck, can_fork, run_forked
+from audit_core.isolation import ProcessDied, ProcessStuck, run_forked, supported
 from audit_core.model import AuditedModel, audited, bundled_dataset
 from audit_core.onnx_import import LoadedModel, load_onnx
 from audit_core.plugin_faults import captured_output, checked_findings
@@ -347,7 +347,7 @@ def _run_one(
 
 def _isolated(analysis: Analysis, settings: Settings, host: PluginHost) -> bool:
     """Whether the analysis runs in a child process of its own (``--isolate``)."""
-    if settings.isolate == "none" or not can_fork():
+    if settings.isolate == "none" or not supported():
         return False
     return settings.isolate == "all" or not host.is_builtin(analysis.name)
 
@@ -412,9 +412,10 @@ def _crashed(
 ) -> _Executed:
     """The error finding of a crashed or timed-out analysis (``--strict``: raise instead)."""
     if context.settings.strict:
+        kind = AnalysisTimeout.__name__ if isinstance(error, AnalysisTimeout) else None
         raise AnalysisCrashed(
             f"analysis {analysis.name!r} crashed on {context.model.name}: "
-            f"{type(error).__name__}: {error}"
+            f"{kind or type(error).__name__}: {error}"
         ) from error
     seconds = round(time.perf_counter() - clock, 3)
     finding = _error_finding(analysis, context.scope, error)
