@@ -89,10 +89,11 @@ def supported() -> bool:
 def run_forked(work: Callable[[Progress], T], progress: Progress, timeout: float, name: str) -> T:
     """``work(progress)`` in a forked child; see the module docstring."""
     reader, writer = Pipe(duplex=False)
+    parent = os.getpid()
     with tempfile.TemporaryFile() as output:
         pid = os.fork()
         if pid == 0:
-            _child(work, reader, writer, output, timeout)
+            _child(work, reader, writer, output, timeout, parent)
         with contextlib.suppress(OSError):  # the child does the same: whichever runs first
             os.setpgid(pid, pid)
         writer.close()
@@ -145,8 +146,13 @@ def _ended(pid: int, block: bool) -> Any:
 
 
 def _death(pid: int) -> str:
-    """How the child ended (it has closed its end of the pipe): exit code or signal."""
-    status = _ended(pid, block=True)
+    """How the child ended (its end of the pipe is closed): exit code or signal."""
+    status, waited = _ended(pid, block=False), time.monotonic()
+    while status is None and time.monotonic() - waited < 1:
+        time.sleep(0.01)
+        status = _ended(pid, block=False)
+    if status is None:  # alive: it closed its file descriptors (then ``_kill`` kills it)
+        return "the analysis's process closed its connection to the audit"
     if status.si_code == os.CLD_EXITED:
         return f"the analysis's process exited with code {status.si_status}"
     try:
@@ -188,12 +194,13 @@ def _child(
     writer: Connection,
     output: IO[bytes],
     timeout: float,
+    parent: int,
 ) -> NoReturn:
     """Run ``work`` and send its result; the process ends here, whatever happens."""
     code = 70  # EX_SOFTWARE: sending the result failed (the parent sees a death)
     try:
         reader.close()
-        _prepare(output, timeout)
+        _prepare(output, timeout, parent)
         code = _serve(work, writer)
     finally:
         os._exit(code)
@@ -222,11 +229,11 @@ def _serve(work: Callable[[Progress], Any], writer: Connection) -> int:
     return 0
 
 
-def _prepare(output: IO[bytes], timeout: float) -> None:
+def _prepare(output: IO[bytes], timeout: float, parent: int) -> None:
     """Own process group, death with the parent, output to ``output``, one torch thread."""
     with contextlib.suppress(OSError):
         os.setpgid(0, 0)
-    _die_with_parent()
+    _die_with_parent(parent)
     os.dup2(output.fileno(), 1)
     os.dup2(output.fileno(), 2)
     faulthandler.enable(file=output)  # a fatal signal leaves the Python stack in the output
@@ -237,9 +244,8 @@ def _prepare(output: IO[bytes], timeout: float) -> None:
         torch.set_num_threads(1)
 
 
-def _die_with_parent() -> None:
+def _die_with_parent(parent: int) -> None:
     """Linux: ``SIGKILL`` when the parent dies (a killed audit leaves no child behind)."""
-    parent = os.getppid()
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
     if os.getppid() != parent:  # the parent died before prctl
