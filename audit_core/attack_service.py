@@ -102,6 +102,18 @@ class AttackService:
     def cached(self, norm: str) -> bool:
         return norm in self._cache
 
+    def results(self) -> dict[str, MinimalAdversarial]:
+        """The searches done so far, by norm."""
+        return dict(self._cache)
+
+    def adopt(self, results: dict[str, MinimalAdversarial]) -> None:
+        """Cache searches this service's copy in another process ran (an isolated
+        analysis's, ``audit_core.isolation``), as if they had run here."""
+        for norm, result in results.items():
+            if norm not in self._cache:
+                self._cache[norm] = result
+                self.searches += 1
+
     def batches(self) -> list[range]:
         """The samples' batches: at most ``batch_size`` and the memory budget allow, and
         about ``TARGET_BATCHES`` of them when the samples are few."""

@@ -342,9 +342,23 @@ def _serial_tasks(
 
 
 class ProcessExecutor(Executor):
-    """Local worker processes: joblib's loky pool (reused between maps and runs)."""
+    """Local worker processes: joblib's loky pool (reused between maps and runs).
+
+    ``owns_pool``: ``close`` shuts the pool down (the executor of a forked child process,
+    see ``executor_for_child``, which must leave no worker behind when it exits).
+    """
 
     kind = PROCESSES
+
+    def __init__(
+        self, workers: int = 1, memory_mb: int = DEFAULT_MEMORY_MB, owns_pool: bool = False
+    ) -> None:
+        super().__init__(workers, memory_mb)
+        self.owns_pool = owns_pool
+
+    def close(self) -> None:
+        if self.owns_pool:
+            _shut_down_local_pool()
 
     def _tasks(
         self,
@@ -467,6 +481,48 @@ def default_workers() -> int:
     if not value.isdigit():
         raise UsageError(f"{WORKERS_ENV}={value!r}: expected a number of workers")
     return int(value) or local_workers()
+
+
+def executor_for_child(parent: Executor) -> Executor:
+    """An executor of ``parent``'s kind and size for a forked child process (an isolated
+    analysis, ``audit_core.isolation``), whose ``close`` releases its workers.
+
+    ``parent``'s loky pool and Dask connection do not survive ``fork`` (their threads stay
+    in the parent; the pool's workers are the parent's children): the child forgets the
+    inherited pool and starts its own, or connects to the scheduler again.
+    """
+    _forget_inherited_pool()
+    if parent.kind == DASK and parent.scheduler:
+        return DaskExecutor(parent.scheduler, parent.memory_mb)
+    if parent.kind == PROCESSES:
+        return ProcessExecutor(parent.workers, parent.memory_mb, owns_pool=True)
+    return Executor(1, parent.memory_mb)
+
+
+def _forget_inherited_pool() -> None:
+    """In a forked child: drop joblib's module-level reference to the parent's reusable
+    loky pool, so that the next ``Parallel`` starts a pool of this process."""
+    if "joblib" not in sys.modules:
+        return
+    from joblib import executor as joblib_executor
+    from joblib.externals.loky import reusable_executor
+
+    reusable_executor._executor_lock = threading.RLock()  # may have been held at fork
+    reusable_executor._executor = None
+    reusable_executor._executor_kwargs = None
+    joblib_executor._executor_args = None
+
+
+def _shut_down_local_pool() -> None:
+    """Stop this process's reusable loky pool and its workers (if it has one)."""
+    if "joblib" not in sys.modules:
+        return
+    from joblib.externals.loky import reusable_executor
+
+    pool = reusable_executor._executor
+    if pool is not None:  # joblib's terminate also removes the pool's memmapping folder
+        getattr(pool, "terminate", pool.shutdown)(kill_workers=True)
+        reusable_executor._executor = None
 
 
 def make_executor(

@@ -150,6 +150,11 @@ class PluginHost:
     def hook(self) -> Any:
         return self.manager.hook
 
+    def is_builtin(self, analysis: str) -> bool:
+        """Whether ``analysis`` comes from a plugin of this distribution (not a third party's)."""
+        record = self._records.get(self.owner.get(analysis, ""))
+        return record is not None and record.builtin
+
     def plugin_infos(self) -> tuple[PluginInfo, ...]:
         return tuple(
             PluginInfo(

@@ -1,7 +1,10 @@
 """The runner: load models and data, plan which analyses apply, run them, assemble the report.
 
 A crashing analysis becomes an ``error`` finding and the others still run
-(``--strict`` stops instead). Skipped analyses are recorded with their reason.
+(``--strict`` stops instead). The analyses of third-party plugins (``--isolate``: or all,
+or none) run in a child process of their own (``audit_core.isolation``), where a segfault,
+``os._exit`` or a hang in native code is an ``error`` finding too. Skipped analyses are
+recorded with their reason.
 Nothing is written here: the caller renders and writes the report.
 """
 
@@ -10,9 +13,11 @@ from __future__ import annotations
 import time
 import traceback
 import zlib
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -32,7 +37,7 @@ from audit_core.data import (
     with_label_file,
 )
 from audit_core.errors import AuditError, ConfigError, DataError, ExitCode, NotApplicable
-from audit_core.executor import Executor, make_executor
+from audit_core.executor import Executor, executor_for_child, make_executor
 from audit_core.findings import (
     RUN_WIDE,
     Finding,
@@ -42,6 +47,7 @@ from audit_core.findings import (
     error_finding,
     finding_id,
 )
+from audit_core.isolation import ProcessDied, ProcessStuck, run_forked, supported
 from audit_core.memory import MIB
 from audit_core.model import AuditedModel, audited, bundled_dataset
 from audit_core.onnx_import import LoadedModel, load_onnx
@@ -157,7 +163,8 @@ def _run_all(
                 ui,
                 host,
             )
-            run = replace(run, units=executor.take_units())
+            units = Counter(run.units) + Counter(executor.take_units())
+            run = replace(run, units=dict(units))
             runs.append(run)
             findings.extend(found)
             exports.update({(run.model, name): arrays for name, arrays in exported.items()})
@@ -283,6 +290,23 @@ def _unique_names(loaded: list[LoadedModel]) -> list[str]:
 # ------------------------------------------------------------------- running
 
 
+@dataclass
+class _Executed:
+    """What running one analysis gave; made in a child process for an isolated analysis
+    (so it pickles)."""
+
+    outcome: str  # "ran" | "skipped" | "error"
+    findings: list[Finding]
+    reason: str = ""
+    seconds: float = 0.0
+    headline: str = ""
+    exports: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
+    units: dict[str, int] = field(default_factory=dict)
+    """Units run by the child's executor (the parent's counts its own)."""
+    searches: dict[str, Any] = field(default_factory=dict)
+    """Attack searches the analysis ran in its child, for the parent's attack service."""
+
+
 def _run_one(
     analysis: Analysis,
     model: AuditedModel,
@@ -312,37 +336,95 @@ def _run_one(
         ui.finish(run)
         return run, [_skipped_finding(analysis, base["model"], reason)], {}
     context = _context(analysis, model, models, data, config, settings, attacks, ui)
+    execute = _execute_isolated if _isolated(analysis, settings, host) else _execute
+    done = execute(analysis, context, base["title"])
+    run = AnalysisRun(
+        **base,
+        outcome=done.outcome,
+        reason=done.reason,
+        seconds=done.seconds,
+        headline=done.headline,
+        units=done.units,
+    )
+    ui.finish(run)
+    return run, done.findings, done.exports
+
+
+def _isolated(analysis: Analysis, settings: Settings, host: PluginHost) -> bool:
+    """Whether the analysis runs in a child process of its own (``--isolate``)."""
+    if settings.isolate == "none" or not supported():
+        return False
+    return settings.isolate == "all" or not host.is_builtin(analysis.name)
+
+
+def _execute(analysis: Analysis, context: AuditContext, title: str) -> _Executed:
+    """Run the analysis in this process: within its time limit, its output captured, its
+    findings checked; a crash is an error finding (``--strict``: ``AnalysisCrashed``)."""
     clock = time.perf_counter()
     try:
-        with time_limit(settings.analysis_timeout, analysis.name), captured_output() as output:
+        with (
+            time_limit(context.settings.analysis_timeout, analysis.name),
+            captured_output() as output,
+        ):
             returned = analysis.run(context)
             returned = tuple(returned) if returned is not None else None
     except NotApplicable as error:
-        run = AnalysisRun(**base, outcome="skipped", reason=str(error))
-        ui.finish(run)
-        return run, [_skipped_finding(analysis, base["model"], str(error))], {}
+        return _Executed(
+            "skipped", [_skipped_finding(analysis, context.scope, str(error))], str(error)
+        )
     except (KeyboardInterrupt, AuditError):
         raise
     except (Exception, AnalysisTimeout) as error:  # a crashing analysis must not stop the audit
-        if settings.strict:
-            raise AnalysisCrashed(
-                f"analysis {analysis.name!r} crashed on {model.name}: "
-                f"{type(error).__name__}: {error}"
-            ) from error
-        seconds = round(time.perf_counter() - clock, 3)
-        finding = _error_finding(analysis, base["model"], error)
-        run = AnalysisRun(**base, outcome="error", reason=finding.summary, seconds=seconds)
-        ui.finish(run)
-        return run, [finding], {}
+        return _crashed(analysis, context, error, clock)
     seconds = round(time.perf_counter() - clock, 3)
-    findings, fault = checked_findings(
-        analysis.name, base["title"], base["model"], returned, output.text()
-    )
-    outcome = "error" if fault else "ran"
+    findings, fault = checked_findings(analysis.name, title, context.scope, returned, output.text())
     headline = "" if fault else analysis.headline(tuple(findings))
-    run = AnalysisRun(**base, outcome=outcome, reason=fault, seconds=seconds, headline=headline)
-    ui.finish(run)
-    return run, findings, context.exports
+    outcome = "error" if fault else "ran"
+    return _Executed(outcome, findings, fault, seconds, headline, context.exports)
+
+
+def _execute_isolated(analysis: Analysis, context: AuditContext, title: str) -> _Executed:
+    """``_execute`` in a forked child (``audit_core.isolation``): its death or a hang past
+    the time limit is an error finding too; the attack searches it ran are cached here."""
+    clock = time.perf_counter()
+    work = partial(_execute_in_child, analysis, context, title)
+    timeout = context.settings.analysis_timeout
+    try:
+        done = run_forked(work, context.progress, timeout, analysis.name)
+    except (ProcessDied, ProcessStuck) as error:
+        return _crashed(analysis, context, error, clock)
+    context.attacks.adopt(done.searches)
+    return done
+
+
+def _execute_in_child(
+    analysis: Analysis, context: AuditContext, title: str, progress: Progress
+) -> _Executed:
+    """In the child: ``_execute`` with an executor of its own (the parent's pool does not
+    survive ``fork``) and the progress that reaches the parent."""
+    attacks = context.attacks
+    before = set(attacks.results())
+    with executor_for_child(context.executor) as executor:
+        attacks.executor = executor
+        done = _execute(analysis, replace(context, progress=progress, executor=executor), title)
+        done.units = executor.take_units()
+    done.searches = {norm: r for norm, r in attacks.results().items() if norm not in before}
+    return done
+
+
+def _crashed(
+    analysis: Analysis, context: AuditContext, error: BaseException, clock: float
+) -> _Executed:
+    """The error finding of a crashed or timed-out analysis (``--strict``: raise instead)."""
+    if context.settings.strict:
+        kind = AnalysisTimeout.__name__ if isinstance(error, AnalysisTimeout) else None
+        raise AnalysisCrashed(
+            f"analysis {analysis.name!r} crashed on {context.model.name}: "
+            f"{kind or type(error).__name__}: {error}"
+        ) from error
+    seconds = round(time.perf_counter() - clock, 3)
+    finding = _error_finding(analysis, context.scope, error)
+    return _Executed("error", [finding], finding.summary, seconds)
 
 
 def _memory_reason(
@@ -409,8 +491,17 @@ def _error_finding(analysis: Analysis, model: str, error: BaseException) -> Find
             analysis.name, model, "error",
             title=f"{name} timed out",
             summary=f"The {error}; its checks did not finish.",
-            notes=("Raise --analysis-timeout or lower the analysis's budgets.",),
+            notes=("Raise --analysis-timeout or lower the analysis's budgets.", *_stuck(error)),
             remediation="Give the analysis more time, or smaller budgets (see `audit plugins`).",
+        )  # fmt: skip
+    if isinstance(error, ProcessDied):
+        return error_finding(
+            analysis.name, model, "error",
+            title=f"{name} crashed",
+            summary=f"{str(error)[:1].upper()}{str(error)[1:]}; no findings came back.",
+            notes=(ISOLATED_NOTE, *_last_words(error.output)),
+            remediation="Report this to the plugin's author: the analysis ended its process "
+            "(a crash in native code, os._exit, or the out-of-memory killer).",
         )  # fmt: skip
     return error_finding(
         analysis.name, model, "error",
@@ -420,6 +511,24 @@ def _error_finding(analysis: Analysis, model: str, error: BaseException) -> Find
         remediation="Report the traceback to the plugin's author.",
         traceback="".join(traceback.format_exception(error)),
     )  # fmt: skip
+
+
+ISOLATED_NOTE = (
+    "The analysis ran in a process of its own (--isolate), so the audit went on. "
+    "Re-run with --strict to stop at the first crash."
+)
+
+
+def _stuck(error: AnalysisTimeout) -> tuple[str, ...]:
+    """A note on where an isolated analysis that did not stop at its limit was stuck."""
+    if not isinstance(error, ProcessStuck):
+        return ()
+    where = f":\n{error.output}" if error.output else "."
+    return (f"It did not stop at the limit (a long native call?); its process was killed{where}",)
+
+
+def _last_words(output: str) -> tuple[str, ...]:
+    return (f"What the process wrote last:\n{output}",) if output else ()
 
 
 def _config_dict(config: Any) -> dict[str, Any]:

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 
 SEVERITY_LEVELS = ("info", "low", "medium", "high", "critical", "never")
 NORMS = ("l2", "linf")
+ISOLATE_MODES = ("plugins", "all", "none")
 DEFAULT_L2_FRACTION = 0.05
 DEFAULT_LINF_FRACTION = 0.03
 
@@ -59,6 +60,10 @@ class Settings:
     more are skipped up front, batches of units get a quarter (``audit_core.memory``)."""
     analysis_timeout: float = 3600.0
     """Wall-clock seconds one analysis may run on one model (then an error finding)."""
+    isolate: str = "plugins"
+    """Which analyses run in a child process of their own, where a crash (segfault,
+    ``os._exit``) or a hang becomes an error finding: ``plugins`` (those of third-party
+    plugins), ``all`` or ``none`` (``audit_core.isolation``)."""
     analysis_options: dict[str, dict[str, Any]] = field(default_factory=dict)
     config_file: str | None = None
 
@@ -215,6 +220,8 @@ def _parse_option(key: str, value: Any, where: str) -> Any:
         raise ConfigError(f"{where}: norm must be one of {', '.join(NORMS)}, got {value!r}")
     if key == "fail-on" and value not in SEVERITY_LEVELS:
         raise ConfigError(f"{where}: fail-on must be one of {', '.join(SEVERITY_LEVELS)}")
+    if key == "isolate" and value not in ISOLATE_MODES:
+        raise ConfigError(f"{where}: isolate must be one of {', '.join(ISOLATE_MODES)}")
     if key in ("samples", "seed", "workers"):
         return _non_negative_int(value, where, minimum=1 if key == "samples" else 0)
     if key == "memory-budget":

@@ -30,9 +30,7 @@ def time_limit(seconds: float, name: str) -> Iterator[None]:
         return
 
     def expire(signum, frame) -> None:
-        raise AnalysisTimeout(
-            f"analysis {name!r} ran past its {seconds:g} s limit (--analysis-timeout)"
-        )
+        raise AnalysisTimeout(timeout_message(name, seconds))
 
     previous = signal.signal(signal.SIGALRM, expire)
     signal.setitimer(signal.ITIMER_REAL, seconds)
@@ -41,3 +39,8 @@ def time_limit(seconds: float, name: str) -> Iterator[None]:
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
+
+
+def timeout_message(name: str, seconds: float) -> str:
+    """What ``AnalysisTimeout`` says about analysis ``name`` past its ``seconds`` limit."""
+    return f"analysis {name!r} ran past its {seconds:g} s limit (--analysis-timeout)"

@@ -121,6 +121,7 @@ def audit(
     scheduler: str | None = None,
     memory_budget: int | str | None = None,
     analysis_timeout: float | None = None,
+    isolate: str | None = None,
 ) -> ReportWithArrays:
     """Audit ``models`` as ``audit MODEL... [options]`` does and return the report.
 
@@ -152,7 +153,11 @@ def audit(
         a size such as ``"512M"``; default min(4 GiB, a quarter of the machine's memory)):
         bigger models are refused, analyses that would need more are skipped up front.
     :param analysis_timeout: wall-clock seconds per analysis and model
-        (``--analysis-timeout``; applied in the main thread only).
+        (``--analysis-timeout``; applied in the main thread only, and to every isolated
+        analysis).
+    :param isolate: which analyses run in a child process of their own, where a crash or a
+        hang is an error finding (``--isolate``): ``"plugins"`` (third-party ones; default),
+        ``"all"`` or ``"none"``.
     :raises audit_core.errors.UsageError: bad settings, model or data (its subclasses
         ``ConfigError``, ``ModelLoadError``, ``DataError``, ``FidelityError``).
     :raises audit_core.runner.AnalysisCrashed: with ``strict=True``, a crashing analysis.
@@ -174,6 +179,7 @@ def audit(
         "scheduler": scheduler,
         "memory-budget": memory_budget,
         "analysis-timeout": analysis_timeout,
+        "isolate": isolate,
     }
     given = {key: value for key, value in given.items() if value is not None}
     if formats is not None and out is None:

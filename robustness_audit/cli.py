@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 from audit_core import __version__
 from audit_core.errors import AuditError, ConfigError, ExitCode
-from audit_core.settings import SEVERITY_LEVELS, Settings, find_config_file
+from audit_core.settings import ISOLATE_MODES, SEVERITY_LEVELS, Settings, find_config_file
 from robustness_audit.session import plugin_host, settings_from, with_tables, write_outputs
 
 if TYPE_CHECKING:  # the rest loads where it is used: --version, --help, `plugins` and
@@ -149,6 +149,12 @@ def _audit_parser() -> _Parser:
         "--analysis-timeout",
         metavar="SECONDS",
         help="wall-clock limit of one analysis on one model (default 3600): then an error finding",
+    )
+    add(
+        "--isolate",
+        choices=list(ISOLATE_MODES),
+        help="analyses that run in a process of their own, where a crash or a hang is an "
+        "error finding: plugins (third-party ones; default), all, none",
     )
     add("--strict", action="store_true", default=None, help="stop at the first crashing analysis")
     add("--quiet", action="store_true", default=None, help="print only errors")

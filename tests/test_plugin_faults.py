@@ -53,13 +53,15 @@ CASES = {
 }
 
 
+@pytest.mark.parametrize("isolate", ["plugins", "none"])
 @pytest.mark.parametrize("kind", sorted(CASES))
 def test_a_misbehaving_analysis_is_an_error_finding(
-    run_audit, tiny_model, audit_register_plugin, kind
+    run_audit, tiny_model, audit_register_plugin, kind, isolate
 ) -> None:
+    """The same in the plugin's own process (the default) and in the audit's."""
     Faulty.kind = kind
     audit_register_plugin(Faulty, "faulty")
-    run = run_audit(tiny_model, "--skip", "kkt")
+    run = run_audit(tiny_model, "--skip", "kkt", "--isolate", isolate)
     assert run.exit_code == 1, run.stderr
     assert "hello" not in run.stdout and "warning" not in run.stderr
     reason, kept = CASES[kind]

@@ -235,6 +235,15 @@ def test_data_loader_hook_reads_a_new_format(
     assert run.report["data"]["count"] == 3
 
 
+def test_built_in_analyses_are_told_from_third_party_ones(site) -> None:
+    """What ``--isolate plugins`` runs in a process of its own: the third-party analyses."""
+    install_plugin(site, "good-plugin", GOOD_PLUGIN)
+    host = PluginHost()
+    host.load_entry_points()
+    assert host.is_builtin("attack-bound") and host.is_builtin("kkt")
+    assert not host.is_builtin("weight-norm") and not host.is_builtin("unknown")
+
+
 def test_register_validates_and_unregister_removes() -> None:
     host = PluginHost()
 

@@ -53,6 +53,9 @@ def _host(*analyses: Analysis) -> PluginHost:
 
 
 def _run(host: PluginHost, *models, **settings):
+    """The audit, with the probes in this process (``isolate="none"``): they record what
+    they saw in class attributes, which a child process's changes would not reach."""
+    settings.setdefault("isolate", "none")
     return run_audit(Settings(models=tuple(str(m) for m in models), **settings), host, QuietUI())
 
 

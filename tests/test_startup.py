@@ -183,12 +183,15 @@ class _ThreadsPlugin:
         register(_Threads())
 
 
-@pytest.mark.parametrize(("env", "during"), [(None, 1), ("3", 2)])
+@pytest.mark.parametrize(
+    ("env", "isolate", "during"), [(None, "none", 1), ("3", "none", 2), ("3", "plugins", 1)]
+)
 def test_the_audit_runs_torch_on_one_thread_unless_told(
-    env, during, audit_runner, audit_register_plugin, tiny_model, monkeypatch
+    env, isolate, during, audit_runner, audit_register_plugin, tiny_model, monkeypatch
 ) -> None:
-    """One intra-op thread while the analyses run (``OMP_NUM_THREADS`` set: left alone),
-    and the caller's setting afterwards."""
+    """One intra-op thread while the analyses run (``OMP_NUM_THREADS`` set: left alone, but
+    an isolated analysis has one: torch's OpenMP pool does not survive ``fork``), and the
+    caller's setting afterwards."""
     import torch
 
     before = torch.get_num_threads()
@@ -199,7 +202,9 @@ def test_the_audit_runs_torch_on_one_thread_unless_told(
         monkeypatch.setenv("OMP_NUM_THREADS", env)
     torch.set_num_threads(2)
     try:
-        result = audit_runner(tiny_model, "--only", "torch-threads", plugins=[])
+        result = audit_runner(
+            tiny_model, "--only", "torch-threads", "--isolate", isolate, plugins=[]
+        )
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)
