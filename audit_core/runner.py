@@ -326,11 +326,14 @@ def _run_one(
         "config": _config_dict(config),
         "description": analysis.description,
     }
-    reason = (
-        analysis.requires.unmet(model, data, len(models))
-        or analysis.check(model, data)
-        or _memory_reason(analysis, model, data, config, attacks.config, settings)
-    )
+    try:
+        reason = (
+            analysis.requires.unmet(model, data, len(models))
+            or analysis.check(model, data)
+            or _memory_reason(analysis, model, data, config, attacks.config, settings)
+        )
+    except Exception as error:  # a plugin's check or memory estimate: its fault, not the run's
+        return _failed_check(analysis, base, error, settings, ui)
     if reason:
         run = AnalysisRun(**base, outcome="skipped", reason=reason)
         ui.finish(run)
@@ -348,6 +351,21 @@ def _run_one(
     )
     ui.finish(run)
     return run, done.findings, done.exports
+
+
+def _failed_check(
+    analysis: Analysis, base: dict[str, Any], error: Exception, settings: Settings, ui: RunUI
+) -> tuple[AnalysisRun, list[Finding], dict[str, dict[str, np.ndarray]]]:
+    """``check`` or ``memory_need`` raised: an error finding (``--strict``: stop)."""
+    if settings.strict:
+        raise AnalysisCrashed(
+            f"analysis {analysis.name!r} crashed checking {base['model']}: "
+            f"{type(error).__name__}: {error}"
+        ) from error
+    finding = _error_finding(analysis, base["model"], error)
+    run = AnalysisRun(**base, outcome="error", reason=finding.summary)
+    ui.finish(run)
+    return run, [finding], {}
 
 
 def _isolated(analysis: Analysis, settings: Settings, host: PluginHost) -> bool:

@@ -72,3 +72,46 @@ def test_a_misbehaving_analysis_is_an_error_finding(
     (analysis,) = [a for a in run.report["analyses"] if a["analysis"] == "faulty"]
     assert analysis["outcome"] == "error" and reason in analysis["reason"]
     assert any(f["analysis"] == "attack-bound" for f in run.report["findings"])
+
+
+class _BadCheck(Analysis):
+    name = "bad-check"
+    requires = Requirements(data=False)
+    where = "check"
+
+    def check(self, model, data):
+        if self.where == "check":
+            raise ValueError("the check broke")
+        return None
+
+    def memory_need(self, model, data, config, attacks):
+        raise ValueError("the estimate broke")
+
+    def run(self, ctx):
+        return []
+
+
+class BadCheckPlugin:
+    @staticmethod
+    @hookimpl
+    def audit_register_analyses(register):
+        register(_BadCheck())
+
+
+@pytest.mark.parametrize("where", ["check", "memory_need"])
+def test_a_raising_check_or_memory_estimate_is_an_error_finding(
+    run_audit, tiny_model, audit_register_plugin, where
+) -> None:
+    """Plugin code the runner calls before ``run`` (in the audit's process): its exception
+    is the analysis's error finding; the other analyses run; ``--strict`` stops (exit 3)."""
+    _BadCheck.where = where
+    audit_register_plugin(BadCheckPlugin, "bad-check")
+    run = run_audit(tiny_model, "--only", "bad-check,attack-bound")
+    assert run.exit_code == 1, run.stderr
+    (analysis,) = [a for a in run.report["analyses"] if a["analysis"] == "bad-check"]
+    assert analysis["outcome"] == "error"
+    assert "broke" in analysis["reason"]
+    assert any(f["analysis"] == "attack-bound" for f in run.report["findings"])
+    strict = run_audit(tiny_model, "--only", "bad-check", "--strict", "--out", "strict")
+    assert strict.exit_code == 3
+    assert "crashed checking" in strict.stderr and "Traceback" not in strict.stderr
