@@ -835,3 +835,53 @@ def test_an_analysis_past_its_timeout_is_an_error_finding(
 
 def test_analysis_timeout_must_be_positive(run_audit, tiny_model) -> None:
     _assert_one_line_error(run_audit(tiny_model, "--analysis-timeout", "0"), 4, "positive")
+
+
+def _audit_with_file_limit(tmp_path: Path, model: Path, data: Path, out: Path, limit: int):
+    """``audit`` in a real process whose files may not grow past ``limit`` bytes (as on a
+    full disk, the write system call fails: EFBIG, SIGXFSZ ignored)."""
+    import resource
+    import signal
+    import subprocess
+    import sys
+
+    def limited() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    command = [
+        sys.executable,
+        "-c",
+        "from robustness_audit.cli import main; raise SystemExit(main())",
+    ]
+    return subprocess.run(
+        [*command, str(model), "--data", str(data), "--only", "attack-bound",
+         "--out", str(out), "--quiet"],
+        capture_output=True, text=True, preexec_fn=limited, cwd=tmp_path, timeout=300,
+    )  # fmt: skip
+
+
+def test_a_full_disk_while_writing_keeps_the_previous_reports(
+    tmp_path, tiny_model, tiny_data
+) -> None:
+    """The report's write fails half way (the file size limit): exit 4, one line naming
+    the file, the previous reports intact and no partial file left behind."""
+    out = _previous_reports(tmp_path)
+    done = _audit_with_file_limit(tmp_path, tiny_model, tiny_data, out, limit=20_000)
+    assert done.returncode == 4, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "cannot write to" in lines[0] and "File too large" in lines[0]
+    _assert_untouched(out)
+
+
+def test_an_output_folder_that_cannot_be_made_is_one_error_line(
+    tmp_path, tiny_model, tiny_data
+) -> None:
+    """``--out`` below a regular file (no permission bits stop root, this does)."""
+    blocker = tmp_path / "blocker"
+    blocker.write_text("a file, not a folder")
+    done = _audit_with_file_limit(tmp_path, tiny_model, tiny_data, blocker / "out", limit=2**30)
+    assert done.returncode == 4, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "cannot write to" in lines[0], done.stderr
+    assert blocker.read_text() == "a file, not a folder"
