@@ -13,7 +13,6 @@ Importing this module loads no torch: the budget can be validated and listed
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -22,7 +21,7 @@ import numpy as np
 
 from audit_core.attack_budget import ATTACKS_TABLE, MinimalAttackConfig
 from audit_core.config import build_table
-from audit_core.executor import Executor, Shared
+from audit_core.executor import Executor, Shared, batches
 from audit_core.memory import attack_need
 
 if TYPE_CHECKING:
@@ -42,11 +41,9 @@ def attack_config(values: dict[str, Any], where: str) -> MinimalAttackConfig:
     return build_table(MinimalAttackConfig, values, where, ATTACKS_TABLE, owner)
 
 
-MIN_BATCH = 16
-"""Fewest samples per batch of the search (smaller batches waste the batched tensors)."""
-TARGET_BATCHES = 8
-"""Batches the samples are cut into when there are few (so that several workers share
-them); the cut depends on the sample count and budgets only, never on the workers."""
+MIN_BATCH = 8
+"""Fewest samples per batch of the search when samples are few (smaller batches waste the
+batched tensors; larger ones leave workers idle: ``executor.batches``)."""
 
 
 class AttackService:
@@ -116,12 +113,11 @@ class AttackService:
 
     def batches(self) -> list[range]:
         """The samples' batches: at most ``batch_size`` and the memory budget allow, and
-        about ``TARGET_BATCHES`` of them when the samples are few."""
+        about ``executor.TARGET_BATCHES`` of them when the samples are few."""
         count = len(self.data)
         per_sample = attack_need(self.model, self.config).bytes
         cap = self.executor.batch_items(per_sample, maximum=self.config.batch_size)
-        size = max(1, min(cap, max(MIN_BATCH, math.ceil(count / TARGET_BATCHES))))
-        return [range(s, min(s + size, count)) for s in range(0, count, size)]
+        return batches(count, cap, MIN_BATCH)
 
     def _search(self, norm: str, progress: Callable[[int], None] | None) -> MinimalAdversarial:
         if self._shared is None:

@@ -64,10 +64,21 @@ MAIN_PROCESS = "main process"
 DEFAULT_MEMORY_MB = DEFAULT_CAP_MB
 """Memory budget of one process when none is given, in MiB (a batch of units gets a
 quarter: ``audit_core.memory.batch_bytes``)."""
+TARGET_BATCHES = 8
+"""Batches a few items are cut into (``batches``), so that several workers share them."""
 TASKS_PER_WORKER = 4
 """Tasks per worker a ``map`` is cut into (load balance against per-task overhead)."""
 CACHE_SIZE = 6
 """Shared states a worker process keeps unpickled (the latest ones)."""
+
+
+def batches(count: int, largest: int, smallest: int = 1) -> list[range]:
+    """``count`` items cut into batches of at most ``largest``, and into about
+    ``TARGET_BATCHES`` of at least ``smallest`` items when they are few. From the count and
+    budgets only, never from the workers: the batches (and their seeds) are the same
+    whatever runs them."""
+    size = max(1, min(largest, max(smallest, math.ceil(count / TARGET_BATCHES))))
+    return [range(s, min(s + size, count)) for s in range(0, count, size)]
 
 
 class WorkerLost(RuntimeError):

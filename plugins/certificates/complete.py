@@ -42,7 +42,7 @@ from audit_core.bounds.search import (
 )
 from audit_core.bounds.verify import Verifier
 from audit_core.errors import NotApplicable
-from audit_core.executor import Shared, not_run
+from audit_core.executor import Shared, batches, not_run
 from audit_core.labels import predict
 from audit_core.model import AuditedModel
 
@@ -60,6 +60,8 @@ class Budgets:
     root_iterations: int
 
 
+MIN_RADIUS_BATCH = 4
+"""Fewest samples bounded together per unit when samples are few (``executor.batches``)."""
 EFFORT = {
     "quick": Budgets(400, 30.0, 60.0, 60.0, 0, False, 0),
     "thorough": Budgets(1_000_000, 60.0, float("inf"), float("inf"), 20, True, 20),
@@ -160,8 +162,8 @@ def propagation_radius(
         seconds=budget.propagation_total,
     )
     deadline = (deadlines or Deadlines(budget)).propagation()
-    size = radius_budget.batch
-    units = [(s, start[s : s + size], stop[s : s + size]) for s in range(0, len(data), size)]
+    cut = batches(len(data), radius_budget.batch, MIN_RADIUS_BATCH)
+    units = [(r.start, start[r.start : r.stop], stop[r.start : r.stop]) for r in cut]
     found = ctx.executor.map(
         functools.partial(_radius_batch, budget=radius_budget, deadline=deadline),
         units,
