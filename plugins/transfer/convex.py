@@ -14,7 +14,7 @@ from audit_core.analysis import AuditContext
 from audit_core.errors import NotApplicable
 from audit_core.graph import LayerGraph
 from audit_plugins.transfer import ConvexTransferConfig
-from audit_plugins.transfer.common import first_flip_on_grid, norm_of, predict
+from audit_plugins.transfer.common import first_flip_on_grid, labeller, norm_of, predict
 from audit_plugins.transfer.structure import Structure, detect
 from audit_plugins.transfer.svm import max_margin, separable_subset
 
@@ -175,7 +175,7 @@ class Convexity:
 def segment_test(ctx: AuditContext, predicted: np.ndarray, classes: list[int]) -> Convexity:
     """Segments between points the model puts in the same class: how many leave it."""
     config: ConvexTransferConfig = ctx.config
-    graph, data = ctx.model.graph, ctx.data
+    classify, data = labeller(ctx.model), ctx.data
     x = data.flat
     lambdas = np.linspace(0.0, 1.0, config.segment_points + 2)[1:-1]
     per_class = []
@@ -190,7 +190,7 @@ def segment_test(ctx: AuditContext, predicted: np.ndarray, classes: list[int]) -
             i, j = i[pick], j[pick]
         a, b = x[members[i]], x[members[j]]
         rows = a[:, None] + lambdas[None, :, None] * (b - a)[:, None]
-        labels = predict(graph, rows.reshape(-1, x.shape[1])).reshape(len(i), -1)
+        labels = classify(rows.reshape(-1, x.shape[1])).reshape(len(i), -1)
         leaving = (labels != k).any(axis=1)
         per_class.append((k, float(leaving.mean()), len(leaving)))
         leaving_all, total = leaving_all + int(leaving.sum()), total + len(leaving)
@@ -206,12 +206,13 @@ def _empirical_direction(ctx: AuditContext, predicted: np.ndarray, k: int) -> Cl
     members = np.flatnonzero(predicted == k)
     v = x[betas] - x[alphas]
     coarse = np.linspace(0.0, config.max_scale, max(config.ray_points // 4, 2) + 1)[1:]
-    scales = first_flip_on_grid(ctx.model.graph, x[members], v, k, coarse)  # (P, n)
+    classify = labeller(ctx.model)
+    scales = first_flip_on_grid(classify, x[members], v, k, coarse)  # (P, n)
     unflipped = np.mean(~np.isfinite(scales), axis=1)
     finite_max = np.where(np.isfinite(scales), scales, 0.0).max(axis=1) * norm_of(v, ctx.norm)
     best = int(np.lexsort((finite_max, unflipped))[0])
     fine = np.linspace(0.0, config.max_scale, config.ray_points + 1)[1:]
-    chosen = first_flip_on_grid(ctx.model.graph, x[members], v[best : best + 1], k, fine)[0]
+    chosen = first_flip_on_grid(classify, x[members], v[best : best + 1], k, fine)[0]
     return ClassDirection(k, int(alphas[best]), int(betas[best]), v[best], chosen, members)
 
 

@@ -15,7 +15,14 @@ from audit_core.errors import NotApplicable
 from audit_core.graph import LayerGraph
 from audit_core.model import AuditedModel
 from audit_plugins.transfer import LinearTransferConfig
-from audit_plugins.transfer.common import box_diameter, flip_curves, norm_of, predict
+from audit_plugins.transfer.common import (
+    Labels,
+    box_diameter,
+    flip_curves,
+    labeller,
+    norm_of,
+    predict,
+)
 from audit_plugins.transfer.lines import Depth2
 from audit_plugins.transfer.svm import (
     MaxMargin,
@@ -175,7 +182,7 @@ def _theorem5_on_model(
 def _direction_curves(ctx: AuditContext, pair: PairResult, correct: np.ndarray) -> list[ClassCurve]:
     """Per class of the pair: flip rate along ``-y w*`` and along random directions."""
     config: LinearTransferConfig = ctx.config
-    graph, data = ctx.model.graph, ctx.data
+    data = ctx.data
     xs = data.flat[pair.positions]
     y_pm = np.where(data.y[pair.positions] == pair.k, 1.0, -1.0)
     unit = pair.svm.w / np.linalg.norm(pair.svm.w)
@@ -184,26 +191,27 @@ def _direction_curves(ctx: AuditContext, pair: PairResult, correct: np.ndarray) 
     randoms /= np.linalg.norm(randoms, axis=1, keepdims=True)
     eps = ctx.eps[0]
     curves = []
+    classify = labeller(ctx.model)
     for sign, label in ((1.0, pair.k), (-1.0, pair.j)):
         points = xs[(y_pm == sign) & correct]
         direction = -sign * unit
-        along = flip_curves(graph, points, direction[None], label, scales)[0]
-        random = flip_curves(graph, points, randoms, label, scales).mean(axis=0)
-        at_eps = _flip_at(graph, points, direction[None], label, eps, ctx.norm)
-        random_at_eps = _flip_at(graph, points, randoms, label, eps, ctx.norm)
+        along = flip_curves(classify, points, direction[None], label, scales)[0]
+        random = flip_curves(classify, points, randoms, label, scales).mean(axis=0)
+        at_eps = _flip_at(classify, points, direction[None], label, eps, ctx.norm)
+        random_at_eps = _flip_at(classify, points, randoms, label, eps, ctx.norm)
         curves.append(ClassCurve(label, len(points), along, random, at_eps, random_at_eps))
     return curves
 
 
 def _flip_at(
-    graph: LayerGraph, points: np.ndarray, directions: np.ndarray, label: int, eps: float, norm: str
+    classify: Labels, points: np.ndarray, directions: np.ndarray, label: int, eps: float, norm: str
 ) -> float:
     """Mean flip rate when each direction is scaled to ``norm``-length ``eps``."""
     if len(points) == 0:
         return float("nan")
     scaled = directions * (eps / norm_of(directions, norm))[:, None]
     rows = (points[None] + scaled[:, None, :]).reshape(-1, points.shape[1])
-    return float(np.mean(predict(graph, rows) != label))
+    return float(np.mean(classify(rows) != label))
 
 
 def flip_norms(ctx: AuditContext) -> np.ndarray:
