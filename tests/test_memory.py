@@ -160,7 +160,9 @@ def test_large_conv_model_skips_what_would_not_fit_and_stays_small(tmp_path: Pat
     assert "48 TiB" in reason and "linearisation" in reason and "--memory-budget" in reason
     assert runs["lower-bounds"]["outcome"] == "ran", runs["lower-bounds"]["reason"]
     assert code in (0, 1), errors
-    assert peak < 2000, f"peak {peak:.0f} MiB"  # imports ~0.5 GiB; the fidelity check's convs
+    # within the default budget (4 GiB) with room to spare: imports take ~0.5 GiB, the
+    # fidelity check's float64 convolutions ~1 GiB (1.3-2.1 GiB measured; 8.5 GB before)
+    assert peak < 3000, f"peak {peak:.0f} MiB"
     assert seconds < 300
 
 
