@@ -10,8 +10,8 @@ counts (never seconds), so every configuration does the same work:
   the corpus images with small noise, no time cap; digits_mlp3's descents are too small to
   leave the main process).
 
-Each runs once untimed (first-use costs), then serially (``--workers 1``), on 2 local worker processes and on a Dask
-``LocalCluster`` of 2 one-thread workers started here; the script prints the wall time,
+Each runs once untimed (first-use costs), then serially (``--workers 1``), on 2 local
+worker processes and on a Dask ``LocalCluster`` of 2 one-thread workers started here; the script prints the wall time,
 the speedup over serial (target: at least 1.7x on 2 idle cores) and checks that the
 reports agree. Then the growth with the problem size: the attack-bound and certificates
 runs at n and 4n samples and the lower-bounds run at p and 4p pairs, serially, with the
