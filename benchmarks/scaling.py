@@ -11,11 +11,11 @@ counts (never seconds), so every configuration does the same work:
   leave the main process).
 
 Each runs once untimed (first-use costs), then serially (``--workers 1``), on 2 local
-worker processes and on a Dask ``LocalCluster`` of 2 one-thread workers started here; the script prints the wall time,
-the speedup over serial (target: at least 1.7x on 2 idle cores) and checks that the
-reports agree. Then the growth with the problem size: the attack-bound and certificates
-runs at n and 4n samples and the lower-bounds run at p and 4p pairs, serially, with the
-fitted exponent of time ~ size^k (1: linear).
+worker processes and on a Dask ``LocalCluster`` of 2 one-thread workers started here;
+the script prints the wall time, the speedup over serial (target: at least 1.7x on 2
+idle cores) and checks that the reports agree. Then the growth with the problem size:
+the attack-bound and certificates runs at n and 4n samples and the lower-bounds run at p
+and 4p pairs, serially, with the fitted exponent of time ~ size^k (1: linear).
 
     python benchmarks/scaling.py [--samples 16] [--pairs 100] [--skip-dask] [--skip-growth]
 
