@@ -10,9 +10,9 @@ and onnxruntime. Any violation fails.
 
 torchattacks is not in the ``test`` extra: torchattacks 3.5.1 pins ``requests~=2.25.1``,
 whose ``urllib3<1.27`` conflicts with selenium's ``urllib3>=2.6.3`` (pip would downgrade
-selenium and urllib3). It is installed beside the project with
-``pip install --no-deps -r benchmarks/requirements-peers.txt``; without it the campaign
-runs every other attacker and says so.
+selenium and urllib3). The README's test command (and so CI) installs it beside the
+project with ``pip install --no-deps torchattacks==3.5.1`` (it imports without
+``requests``); without it the campaign runs every other attacker and says so.
 """
 
 from __future__ import annotations
