@@ -66,7 +66,7 @@ the ACAS Xu nets (uniform points of [-0.5, 0.5]^5), the 1-D corpus ``test_*`` ne
 grid; four small random 2-D/3-D ReLU nets on uniform points.
 
     python benchmarks/certificate_soundness.py            # >= 10,000 pairs (about an hour)
-    python benchmarks/certificate_soundness.py --quick    # CI size (1-2 minutes)
+    python benchmarks/certificate_soundness.py --quick    # CI size (330 pairs, about 2-3 minutes)
 
 Prints per model the pairs, claims checked, violations and seconds; then per claim and
 attacker the claims checked and violations, per attacker the runs and the adversarial
@@ -799,7 +799,7 @@ def main(argv: list[str] | None = None) -> int:
     from certificate_campaign import torchattacks_available
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="CI size (about 600 pairs)")
+    parser.add_argument("--quick", action="store_true", help="CI size (about 330 pairs)")
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="worker processes")
     parser.add_argument("--only", default="", help="comma-separated model names (debugging)")
     args = parser.parse_args(argv)
