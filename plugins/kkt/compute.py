@@ -124,10 +124,21 @@ def universal_flip(
     flipped = np.zeros(len(x), dtype=bool)
     if np.isfinite(flip.c_inside):
         moved = x - y[:, None] * flip.c_inside * u[None, :]
-        flipped = y * decision_logit(ctx, moved) < 0
-        if not flipped[margin.mask].all():
+        exact = y * decision_logit(ctx, moved) < 0
+        if not exact[margin.mask].all():
             raise RuntimeError("the exact line search disagrees with the layer graph at c")
+        # a point counts as flipped only where the deployed model (onnxruntime, float32)
+        # misclassifies it too: just past c a float64 flip can be below float32 rounding
+        # (found by the soundness campaign: logit +5.3e-9 in float64, -1.5e-8 deployed)
+        flipped = exact & (y * runtime_decision(ctx, moved) < 0)
     return Universal(z, u, flip, starts, ends, flipped)
+
+
+def runtime_decision(ctx: AuditContext, x: np.ndarray) -> np.ndarray:
+    """``N(x)`` as the deployed model computes it (onnxruntime, float32)."""
+    logits = ctx.model.runtime.logits(x.reshape(len(x), *ctx.model.graph.input_shape))
+    logits = np.asarray(logits, dtype=np.float64).reshape(len(x), -1)
+    return logits[:, 0] if logits.shape[1] == 1 else logits[:, 1] - logits[:, 0]
 
 
 def theorem31_on_data(
