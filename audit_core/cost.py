@@ -48,11 +48,6 @@ def forward_cost(
     return ForwardCost(int(total), int(activations))
 
 
-def forward_macs(proto: onnx.ModelProto, input_name: str, sample_shape: tuple[int, ...]) -> int:
-    """Multiply-adds of one sample's forward pass (see ``forward_cost``)."""
-    return forward_cost(proto, input_name, sample_shape).macs
-
-
 def _inferred(
     proto: onnx.ModelProto, input_name: str, sample_shape: tuple[int, ...]
 ) -> onnx.ModelProto:

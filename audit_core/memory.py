@@ -17,6 +17,7 @@ terabytes", where a factor of two does not change the answer.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -105,7 +106,7 @@ def widest_tangent(graph: LayerGraph) -> int:
     )
     later = set(range(first, len(graph.nodes)))
     later |= {i for node in graph.nodes[first:] for i in node.inputs}
-    return max(_size(graph.nodes[i].shape) for i in later)
+    return max(math.prod(graph.nodes[i].shape) for i in later)
 
 
 def linearization_need(graph: LayerGraph) -> MemoryNeed:
@@ -139,10 +140,3 @@ def attack_need(model: AuditedModel, attacks: MinimalAttackConfig) -> MemoryNeed
 def weights_need(weight_bytes: int) -> int:
     """Memory the audit holds for a model whose weights take ``weight_bytes`` (float32)."""
     return WEIGHT_COPIES * weight_bytes
-
-
-def _size(shape: tuple[int, ...]) -> int:
-    size = 1
-    for dim in shape:
-        size *= int(dim)
-    return size

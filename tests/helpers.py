@@ -48,11 +48,7 @@ def report_without_timings(report: dict) -> str:
     def strip(value):
         if isinstance(value, dict):
             return {
-                k: strip(v)
-                for k, v in value.items()
-                if k
-                not in {"seconds", "started_at", "finished_at", "execution", "command", "units"}
-                and "seconds" not in k
+                k: strip(v) for k, v in value.items() if k not in VARYING and "seconds" not in k
             }
         if isinstance(value, list):
             return [strip(v) for v in value]
@@ -65,3 +61,12 @@ def report_without_timings(report: dict) -> str:
     for finding in findings:
         finding["metrics"] = [m for m in finding["metrics"] if "seconds" not in m["name"]]
     return json.dumps({"findings": findings, "analyses": strip(report["analyses"])}, indent=1)
+
+
+def process_running(pid: int) -> bool:
+    """Whether process ``pid`` exists and is not a zombie (Linux ``/proc``)."""
+    status = Path(f"/proc/{pid}/status")
+    try:
+        return "zombie" not in status.read_text()
+    except OSError:
+        return False

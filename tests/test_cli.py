@@ -18,7 +18,7 @@ import audit_model_zoo as zoo
 from audit_core import __version__
 from audit_core.attack_budget import MinimalAttackConfig
 from audit_core.testing import mlp_onnx, random_mlp, save_dataset, save_model
-from helpers import corpus, install_plugin
+from helpers import corpus, install_plugin, process_running
 
 PREVIOUS = "previous report, must survive a failed run"
 
@@ -614,7 +614,7 @@ def test_sigterm_while_workers_run_units_stops_them_too(tmp_path, tiny_model) ->
     deadline = time.monotonic() + 30
     alive = pids
     while alive and time.monotonic() < deadline:
-        alive = [pid for pid in pids if _running(pid)]
+        alive = [pid for pid in pids if process_running(pid)]
         time.sleep(0.5)
     assert not alive, f"worker processes still running: {alive}"
 
@@ -667,17 +667,6 @@ def test_a_worker_process_that_dies_is_an_error_finding(tmp_path, tiny_model) ->
     (finding,) = [f for f in report["findings"] if f["analysis"] == "dying-units"]
     assert finding["status"] == "error"
     assert "worker process died" in json.dumps(finding)
-
-
-def _running(pid: int) -> bool:
-    import os
-
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    status = Path(f"/proc/{pid}/status")
-    return not (status.exists() and "zombie" in status.read_text())
 
 
 def test_internal_errors_exit_3_with_one_line(

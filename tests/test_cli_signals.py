@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import corpus
+from helpers import corpus, process_running
 
 PREVIOUS = "previous report"
 AUDIT = [sys.executable, "-c", "from robustness_audit.cli import main; raise SystemExit(main())"]
@@ -59,14 +59,6 @@ def _children(pid: int) -> list[int]:
     return found
 
 
-def _alive(pid: int) -> bool:
-    status = Path(f"/proc/{pid}/status")
-    try:
-        return "zombie" not in status.read_text()
-    except OSError:
-        return False
-
-
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
 @pytest.mark.parametrize("analysis", sorted(LONG_RUNS))
 def test_signal_during_a_long_analysis(tmp_path: Path, analysis: str, signum: int) -> None:
@@ -98,6 +90,6 @@ def test_signal_during_a_long_analysis(tmp_path: Path, analysis: str, signum: in
     assert sorted(p.name for p in out.iterdir()) == ["report.html", "report.json"]
     assert all((out / name).read_text() == PREVIOUS for name in ("report.json", "report.html"))
     stop = time.monotonic() + 30
-    while any(_alive(pid) for pid in workers) and time.monotonic() < stop:
+    while any(process_running(pid) for pid in workers) and time.monotonic() < stop:
         time.sleep(0.5)
-    assert not [pid for pid in workers if _alive(pid)], "worker processes left running"
+    assert not [pid for pid in workers if process_running(pid)], "worker processes left running"

@@ -14,7 +14,6 @@ import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 
 import executor_units as units
 import pytest
@@ -30,7 +29,7 @@ from audit_core.isolation import ProcessDied, run_forked
 from audit_core.plugins import PluginHost
 from audit_core.runner import run_audit as run_runner
 from audit_core.settings import Settings
-from helpers import install_plugin, report_without_timings
+from helpers import install_plugin, process_running, report_without_timings
 
 
 class Crashing:
@@ -288,7 +287,7 @@ def test_a_child_gets_its_own_executor_and_leaves_no_worker(request, kind) -> No
         got, child, pids = run_forked(work, SilentProgress(), 60, "units")
         assert got == kind and child != os.getpid() and child not in pids
         if kind == "processes":  # the child's workers: its own, and gone
-            assert not set(pids) & before and not [p for p in pids if _running(p)]
+            assert not set(pids) & before and not [p for p in pids if process_running(p)]
         assert len(parent.map(units.where, range(8))) == 8
 
 
@@ -390,15 +389,6 @@ MAIN = (
 )
 
 
-def _running(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    status = Path(f"/proc/{pid}/status")
-    return not (status.exists() and "zombie" in status.read_text())
-
-
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_an_interrupted_audit_kills_the_analysis_process_and_its_workers(
     tmp_path, tiny_model, signum
@@ -429,6 +419,6 @@ def test_an_interrupted_audit_kills_the_analysis_process_and_its_workers(
     pids = [int(p.name.split("-")[1]) for p in marks.iterdir()]
     assert len(pids) == 3 and process.pid not in pids
     deadline = time.monotonic() + 10
-    while [p for p in pids if _running(p)] and time.monotonic() < deadline:
+    while [p for p in pids if process_running(p)] and time.monotonic() < deadline:
         time.sleep(0.2)
-    assert not [p for p in pids if _running(p)], json.dumps(pids)
+    assert not [p for p in pids if process_running(p)], json.dumps(pids)
