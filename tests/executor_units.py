@@ -42,3 +42,31 @@ def sleeping(shared: float, unit: int) -> tuple[int, float]:
     started = time.time()
     time.sleep(shared)
     return unit, started
+
+
+def mapped_bytes_for_array(shared: object = None, unit: object = None) -> int:
+    """How many bytes glibc's ``mmap``-ed blocks grow by while a 4 MiB array is alive:
+    about 4 MiB when large arrays are mapped afresh, 0 when they come from the heap."""
+    before = _mapped_bytes()
+    array = np.ones(1 << 19)  # 4 MiB of float64
+    grown = _mapped_bytes() - before
+    del array
+    return grown
+
+
+def nanny_trim_threshold(shared: object = None, unit: object = None) -> str | None:
+    """The process's ``MALLOC_TRIM_THRESHOLD_`` (a Dask nanny sets it)."""
+    return os.environ.get("MALLOC_TRIM_THRESHOLD_")
+
+
+def _mapped_bytes() -> int:
+    import ctypes
+
+    class MallInfo2(ctypes.Structure):
+        _fields_ = [(name, ctypes.c_size_t) for name in (
+            "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks",
+            "uordblks", "fordblks", "keepcost")]  # fmt: skip
+
+    libc = ctypes.CDLL(None)
+    libc.mallinfo2.restype = MallInfo2
+    return int(libc.mallinfo2().hblkhd)

@@ -17,6 +17,7 @@ from audit_core.executor import (
     ProcessExecutor,
     SchedulerError,
     WorkerLost,
+    chunks_of,
     make_executor,
     not_run,
 )
@@ -60,6 +61,32 @@ def test_local_workers_are_other_processes_and_progress_counts_every_unit() -> N
     assert sum(seen) == 16
     assert len(set(pids)) >= 1 and set(pids) != {__import__("os").getpid()}
     assert "main process" not in executor.take_units()
+
+
+def test_units_on_dask_workers_reuse_the_heap_and_leave_the_workers_settings(
+    dask_cluster,
+) -> None:
+    """A Dask nanny fixes glibc's trim threshold (and with it the mmap threshold, 128 KiB):
+    inside units, a 4 MiB array comes from the heap; outside them, the worker's own
+    setting is back and it is mapped afresh."""
+    with DaskExecutor(dask_cluster.scheduler_address) as executor:
+        assert set(executor.client.run(units.nanny_trim_threshold).values()) == {"65536"}
+        assert executor.map(units.mapped_bytes_for_array, range(4)) == [0, 0, 0, 0]
+        outside = executor.client.run(units.mapped_bytes_for_array).values()
+    assert all(grown >= 1 << 22 for grown in outside), outside
+
+
+def test_units_are_cut_into_shrinking_tasks_that_end_with_single_units() -> None:
+    for workers in (1, 2, 3, 8):
+        for count in range(200):
+            parts = chunks_of(count, workers)
+            assert [i for part in parts for i in part] == list(range(count))
+            sizes = [len(part) for part in parts]
+            assert sizes == sorted(sizes, reverse=True)
+            assert all(size <= max(1, -(-count // (4 * workers))) for size in sizes)
+            if count:  # the last tasks are small enough to even out the workers' finish
+                assert sizes[-1] == 1
+    assert [len(p) for p in chunks_of(10, 2, size=4)] == [4, 4, 2]
 
 
 def test_units_after_the_deadline_are_not_run() -> None:

@@ -330,6 +330,7 @@ class _Searches:
             [(sample, eps) for sample in samples],
             shared=self.shared,
             deadline=self.deadline,
+            chunk=1,  # a search is seconds of work that varies 10x: one per task balances
         )
         verdicts = []
         for sample, outcome in zip(samples, outcomes, strict=True):
@@ -357,6 +358,7 @@ class _Searches:
             units,
             shared=self.shared,
             deadline=self.deadline,
+            chunk=1,
         )
         for unit, outcomes in zip(units, runs, strict=True):
             for eps, outcome in [(0.0, None)] if not_run(outcomes) else outcomes:
