@@ -285,13 +285,9 @@ def _margin_seed(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """``d margin / d logits`` per sample: ``e_y - e_j`` (``s`` for a single logit)."""
     if logits.shape[1] == 1:
         return (2.0 * y.to(logits.dtype) - 1.0)[:, None]
-    rows = torch.arange(logits.shape[0])
-    other = logits.clone()
-    other[rows, y] = -math.inf
-    seed = torch.zeros_like(logits)
-    seed[rows, y] = 1.0
-    seed[rows, other.argmax(1)] = -1.0
-    return seed
+    own = y[:, None]
+    other = logits.scatter(1, own, -math.inf).argmax(1, keepdim=True)
+    return torch.zeros_like(logits).scatter_(1, own, 1.0).scatter_(1, other, -1.0)
 
 
 def _finalize(
@@ -411,7 +407,7 @@ def pgd(
             model, x[idx], y[idx], radius[idx], step[idx], norm, box.take(idx), reps
         )
         z, m, adv = run.execute(run.starts(given, gen), steps)
-        best.update(idx, z, m)
+        best.update_rows(idx, z, m)
         done[idx] |= adv
     return _finalize(model, x, y, best.x, box, norm, eps_t)
 
@@ -435,11 +431,16 @@ class _Best:
     x: torch.Tensor
     score: torch.Tensor
 
-    def update(self, idx: torch.Tensor, z: torch.Tensor, score: torch.Tensor) -> None:
+    def update(self, z: torch.Tensor, score: torch.Tensor) -> None:
+        """Keep ``z``'s rows where ``score`` is smaller (``z``'s rows are ours)."""
+        better = score < self.score
+        self.x = torch.where(_bc(better, z), z, self.x)
+        self.score = torch.where(better, score, self.score)
+
+    def update_rows(self, idx: torch.Tensor, z: torch.Tensor, score: torch.Tensor) -> None:
+        """Keep ``z``'s rows where ``score`` is smaller than that of our rows ``idx``."""
         better = score < self.score[idx]
-        if bool(better.all()) and idx.numel() == self.score.numel():
-            self.x[idx], self.score[idx] = z, score  # every row improves: no masked copy
-        elif bool(better.any()):
+        if bool(better.any()):
             self.x[idx[better]] = z[better]
             self.score[idx[better]] = score[better]
 
@@ -496,8 +497,12 @@ class _PGDRun:
         return self.box.clip(self.x + delta)
 
     def execute(self, z: torch.Tensor, steps: int) -> tuple[torch.Tensor, ...]:
-        """Run from ``z``; per sample: best iterate, its margin, and an adversarial flag."""
+        """Run from ``z``; per sample: best iterate, its margin, and an adversarial flag.
+
+        ``best`` follows the running rows (aligned with ``z``); rows that stop hand theirs
+        to ``stopped``, which holds every row's at the end."""
         best = _Best(z.clone(), torch.full((z.shape[0],), math.inf, dtype=torch.float64))
+        stopped = _Best(best.x.clone(), best.score.clone())
         adv = torch.zeros(self.n, dtype=torch.bool)
         run, rows = self, torch.arange(z.shape[0])
         feasible = run._feasible()
@@ -507,17 +512,25 @@ class _PGDRun:
                 m = margin(logits, run.y)
             else:
                 logits, m, grad = _margin_grad(run.model, z, run.y)
-            best.update(rows, z, m)
+            best.update(z, m)
             # margin < -tol * scale implies a prediction other than y (see _is_adversarial)
-            adv[run.owner[m < -MARGIN_TOL * (1.0 + logits.abs().amax(1))]] = True
+            hit = m < -MARGIN_TOL * (1.0 + logits.abs().amax(1))
+            if grad is not None and not bool(hit.any()):  # the common step: nothing new
+                z = run._step(z, grad, feasible)
+                continue
+            adv[run.owner[hit]] = True
             keep = ~adv[run.owner]
             if grad is None or not bool(keep.any()):
                 break
             if not bool(keep.all()):
+                gone = rows[~keep]
+                stopped.x[gone], stopped.score[gone] = best.x[~keep], best.score[~keep]
+                best = _Best(best.x[keep], best.score[keep])
                 run, rows, z, grad = run.take(keep), rows[keep], z[keep], grad[keep]
                 feasible = run._feasible()
             z = run._step(z, grad, feasible)
-        return *self._reduce(best), adv
+        stopped.x[rows], stopped.score[rows] = best.x, best.score
+        return *self._reduce(stopped), adv
 
     def _reduce(self, best: _Best) -> tuple[torch.Tensor, torch.Tensor]:
         """Best replica per sample."""
