@@ -514,11 +514,10 @@ class _PGDRun:
                 logits, m, grad = _margin_grad(run.model, z, run.y)
             best.update(z, m)
             # margin < -tol * scale implies a prediction other than y (see _is_adversarial)
-            hit = m < -MARGIN_TOL * (1.0 + logits.abs().amax(1))
-            if grad is not None and not bool(hit.any()):  # the common step: nothing new
+            if grad is not None and not bool((m < 0).any()):  # the common step: nothing new
                 z = run._step(z, grad, feasible)
                 continue
-            adv[run.owner[hit]] = True
+            adv[run.owner[m < -MARGIN_TOL * (1.0 + logits.abs().amax(1))]] = True
             keep = ~adv[run.owner]
             if grad is None or not bool(keep.any()):
                 break

@@ -11,7 +11,8 @@ Rows (ours vs torchattacks 3.5):
 
 * PGD-linf at eps 0.05 and PGD-l2 at eps 1.0: 20 steps of eps/4, one random start
   (``audit_core.attacks.pgd`` on the margin loss with an early stop per sample;
-  ``torchattacks.PGD`` / ``PGDL2`` on cross-entropy);
+  ``torchattacks.PGD`` / ``PGDL2`` on cross-entropy); again on the images repeated 10
+  times (a batch of 150);
 * DeepFool l2: 50 iterations, overshoot 0.02 (ours batched over the top 10 classes;
   ``torchattacks.DeepFool`` per image with its full Jacobian);
 * minimal-norm search (``audit_core.attacks.minimal_adversarial``, default ``[attacks]``
@@ -45,6 +46,12 @@ CORPUS = Path(
     os.environ.get("AUDIT_CORPUS", Path(__file__).resolve().parents[2] / "shared" / "corpus")
 )
 STEPS = 20
+SAME_DISTANCE = 1e-9
+"""Relative difference of two medians that is float64 rounding, not a worse attack (both
+DeepFools land on the same points to 1e-14)."""
+LARGE_COPIES = 10
+"""The PGD rows again on the images repeated this many times (a batch of 150): where the
+per-step bookkeeping (early stop per sample, best iterate) is no longer the larger part."""
 EPS = {"linf": 0.05, "l2": 1.0}
 BISECTION = {"linf": (0.0, 0.3), "l2": (0.0, 6.0)}
 
@@ -192,10 +199,18 @@ def _closest(setup: Setup, candidates: list[torch.Tensor], norm: str) -> torch.T
 def rows(setup: Setup, repeats: int) -> list[tuple[str, Outcome, Outcome, bool]]:
     """(name, ours, theirs, whether only the distance has a target)."""
     table = []
+    for norm in ("linf", "l2"):  # first uses (lazy imports, allocator) are not timed
+        ours_pgd(setup, norm), ta_pgd(setup, norm)
     for norm in ("linf", "l2"):
         ours = timed(lambda n=norm: ours_pgd(setup, n), setup, repeats)
         theirs = timed(lambda n=norm: ta_pgd(setup, n), setup, repeats)
         table.append((f"PGD-{norm} eps {EPS[norm]:g}, {STEPS} steps", ours, theirs, False))
+    large = Setup(setup.model, setup.x.repeat(LARGE_COPIES, 1), setup.y.repeat(LARGE_COPIES))
+    for norm in ("linf", "l2"):
+        ours = timed(lambda n=norm: ours_pgd(large, n), large, repeats)
+        theirs = timed(lambda n=norm: ta_pgd(large, n), large, repeats)
+        name = f"PGD-{norm} eps {EPS[norm]:g}, {STEPS} steps, images x{LARGE_COPIES}"
+        table.append((name, ours, theirs, False))
     ours = timed(lambda: ours_deepfool(setup), setup, repeats)
     theirs = timed(lambda: ta_deepfool(setup), setup, repeats)
     table.append(("DeepFool l2, 50 iterations", ours, theirs, False))
@@ -216,7 +231,10 @@ def report(table: list[tuple[str, Outcome, Outcome, bool]]) -> str:
     lines = [head, "-" * len(head)]
     for name, ours, theirs, distance_only in table:
         ratio = ours.seconds / theirs.seconds
-        closer = ours.median < theirs.median if distance_only else ours.median <= theirs.median
+        if distance_only:
+            closer = ours.median < theirs.median
+        else:  # no worse: the same algorithm lands on the same points up to float rounding
+            closer = ours.median <= theirs.median * (1 + SAME_DISTANCE)
         met = closer and (distance_only or ratio <= 1.0)
         lines.append(
             f"{name:<50} {ours.seconds:8.3f} {theirs.seconds:8.3f} {ratio:6.2f} "
