@@ -13,9 +13,12 @@ import cvxpy as cp
 import numpy as np
 import pytest
 
+from audit_core.executor import MAIN_PROCESS, ProcessExecutor
 from audit_core.onnx_import import load_onnx
 from audit_core.testing import mlp_onnx, random_mlp
 from audit_plugins.lower_bounds.collisions import (
+    INLINE_WORK,
+    Pairs,
     SearchSettings,
     affine_collisions,
     affine_distances,
@@ -28,6 +31,7 @@ from audit_plugins.lower_bounds.prefix import (
     RELU,
     build_prefixes,
 )
+from helpers import CORPUS
 from lower_bounds_nets import all_pairs, collisions_of, make_small_net, numpy_forward
 
 
@@ -131,6 +135,26 @@ def test_collision_lower_bound_never_exceeds_a_found_collision(small_net) -> Non
             conditional = collision_lower_bound(prefix, pairs, budget)
             within = collisions.eps <= budget
             assert np.all(conditional[within] <= collisions.eps[within])
+
+
+def test_collision_lower_bound_is_the_same_on_workers_for_a_corpus_net() -> None:
+    """mnist-net_256x2 and its 15 images: the bound's units (points' Lipschitz constants,
+    pairs' projections) shipped to 2 worker processes give the serial numbers exactly."""
+    graph = load_onnx(CORPUS / "mnistfc" / "mnist-net_256x2.onnx").graph
+    samples = np.load(CORPUS / "mnistfc" / "mnist_samples.npz")
+    x, y = np.clip(samples["x"].reshape(15, -1), 0, 1).astype(np.float64), samples["y"]
+    a, b = (pos.ravel() for pos in np.triu_indices(len(y), 1))
+    pairs = Pairs(x, a[y[a] != y[b]], b[y[a] != y[b]])
+    relu = [p for p in build_prefixes(graph, 10**8) if p.kind == RELU]
+    assert relu and len(pairs) * 256**2 >= INLINE_WORK  # shipped, not run inline
+    workers = ProcessExecutor(2)
+    for prefix in relu:
+        for budget in (np.inf, 0.5):
+            serial = collision_lower_bound(prefix, pairs, budget)
+            shipped = collision_lower_bound(prefix, pairs, budget, workers)
+            np.testing.assert_array_equal(shipped, serial)
+            assert serial.max() > 0
+    assert workers.take_units().get(MAIN_PROCESS, 0) == 0
 
 
 def test_pruning_and_projection_do_not_change_the_collision_distances(small_net) -> None:

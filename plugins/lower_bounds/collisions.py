@@ -34,9 +34,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from audit_core.executor import Executor, not_run
+from audit_core.executor import Executor, batches, not_run
 from audit_core.graph import LayerGraph
-from audit_plugins.lower_bounds.chain import chain_preactivations, one_blas_thread
+from audit_plugins.lower_bounds.chain import Block, chain_preactivations, one_blas_thread
 from audit_plugins.lower_bounds.descent import (
     Chain,
     DescentResult,
@@ -188,7 +188,9 @@ def affine_collisions(weight: np.ndarray, pairs: Pairs) -> tuple[np.ndarray, np.
 # ------------------------------------------------------------------ pruning
 
 
-def collision_lower_bound(prefix: Prefix, pairs: Pairs, budget: float = np.inf) -> np.ndarray:
+def collision_lower_bound(
+    prefix: Prefix, pairs: Pairs, budget: float = np.inf, executor: Executor | None = None
+) -> np.ndarray:
     """Per pair a number lb such that eps_f(u, v) <= budget implies eps_f(u, v) >= lb.
 
     With ``budget`` inf it is an unconditional lower bound on eps_f. Proof, for a
@@ -211,33 +213,92 @@ def collision_lower_bound(prefix: Prefix, pairs: Pairs, budget: float = np.inf) 
        on the row space of W_J, and ||P_J (h(u) - h(v))|| <= (L_u + L_v) eps. For
        the first layer (h = x, L = 1) this is Section 3.1's bound restricted to J.
     The result is the largest of these numbers (minus a relative 1e-6 margin).
+
+    Step 1 runs per point, steps 2-3 per pair: batches of each are units of ``executor``.
     """
     if prefix.kind != RELU:
         return np.zeros(len(pairs))
+    executor = executor or Executor(1)
     with one_blas_thread():
         pre = chain_preactivations(prefix.blocks, pairs.x)
-        h = pairs.x if len(pre) == 1 else np.maximum(pre[-2], 0.0)
-        lip_h, lip_z = local_lipschitz(prefix.blocks, pre, budget)
-        bound = np.zeros(len(pairs))
-        for start in range(0, len(pairs), 256):
-            rows = slice(start, start + 256)
-            a, b = pairs.a[rows], pairs.b[rows]
-            p, q = pre[-1][a], pre[-1][b]
-            la, lb = lip_z[a], lip_z[b]
-            with np.errstate(divide="ignore", invalid="ignore"):
-                equal = np.where(la + lb > 0, np.abs(p - q) / (la + lb), np.inf)
-                must_equal = np.ones_like(p, dtype=bool)
-                if prefix.ends_with_relu:
-                    off = np.maximum(_ratio(p, la), _ratio(q, lb))
-                    equal = np.minimum(equal, off)
-                    must_equal = off > budget
-            equal[~np.isfinite(equal)] = 0.0  # a coordinate that cannot move: no information
-            projected = _projected(prefix.blocks[-1].weight, h[a] - h[b], must_equal)
-            speed = lip_h[a] + lip_h[b]  # 0: h is constant on both balls
-            with np.errstate(divide="ignore", invalid="ignore"):
-                moved = np.where(speed > 0, projected / speed, np.where(projected > 0, np.inf, 0))
-            bound[rows] = np.maximum(equal.max(axis=1), moved)
+    h = pairs.x if len(pre) == 1 else np.maximum(pre[-2], 0.0)
+    inline = len(pairs) * prefix.blocks[-1].weight.shape[0] ** 2 < INLINE_WORK
+    points = batches(len(pairs.x), BOUND_BATCH)
+    constants = executor.map(
+        _point_constants,
+        [(r.start, r.stop) for r in points],
+        shared=executor.share(_PointInputs(prefix.blocks, pre, budget)),
+        inline=inline,
+    )
+    lip_h = np.concatenate([c[0] for c in constants])
+    lip_z = np.concatenate([c[1] for c in constants])
+    state = _PairInputs(prefix, pre[-1], h, lip_h, lip_z, pairs.a, pairs.b, budget)
+    bounds = executor.map(
+        _pair_bounds,
+        [(r.start, r.stop) for r in batches(len(pairs), BOUND_BATCH)],
+        shared=executor.share(state),
+        inline=inline,
+    )
+    bound = np.concatenate(bounds) if bounds else np.zeros(0)
     return bound * (1 - 1e-6)
+
+
+BOUND_BATCH = 256
+"""Most points (pairs) per unit of ``collision_lower_bound``; cut from the count only, so
+the same slices (and float64 results) under every executor."""
+
+
+@dataclass(frozen=True)
+class _PointInputs:
+    """What ``_point_constants`` reads: the prefix's blocks, the points' pre-activations."""
+
+    blocks: tuple[Block, ...]
+    pre: list[np.ndarray]
+    budget: float
+
+
+def _point_constants(state: _PointInputs, rows: tuple[int, int]) -> tuple[np.ndarray, ...]:
+    """``local_lipschitz`` of the points ``rows[0]:rows[1]`` (a unit: every point alone)."""
+    part = slice(*rows)
+    with one_blas_thread():
+        return local_lipschitz(state.blocks, [p[part] for p in state.pre], state.budget)
+
+
+@dataclass(frozen=True)
+class _PairInputs:
+    """What ``_pair_bounds`` reads: per point, the last pre-activations, the last block's
+    input and the Lipschitz constants; the pairs' positions."""
+
+    prefix: Prefix
+    last: np.ndarray
+    h: np.ndarray
+    lip_h: np.ndarray
+    lip_z: np.ndarray
+    a: np.ndarray
+    b: np.ndarray
+    budget: float
+
+
+def _pair_bounds(state: _PairInputs, rows: tuple[int, int]) -> np.ndarray:
+    """Steps 2-3 of ``collision_lower_bound`` for the pairs ``rows[0]:rows[1]`` (a unit)."""
+    a, b = state.a[slice(*rows)], state.b[slice(*rows)]
+    p, q = state.last[a], state.last[b]
+    la, lb = state.lip_z[a], state.lip_z[b]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        equal = np.where(la + lb > 0, np.abs(p - q) / (la + lb), np.inf)
+        must_equal = np.ones_like(p, dtype=bool)
+        if state.prefix.ends_with_relu:
+            off = np.maximum(_ratio(p, la), _ratio(q, lb))
+            equal = np.minimum(equal, off)
+            must_equal = off > state.budget
+    equal[~np.isfinite(equal)] = 0.0  # a coordinate that cannot move: no information
+    with one_blas_thread():
+        weight = state.prefix.blocks[-1].weight
+        projected = _projected(weight, state.h[a] - state.h[b], must_equal)
+    speed = state.lip_h[a] + state.lip_h[b]  # 0: h is constant on both balls
+    with np.errstate(divide="ignore", invalid="ignore"):
+        moved = np.where(speed > 0, projected / speed, np.where(projected > 0, np.inf, 0))
+    return np.maximum(equal.max(axis=1), moved)
 
 
 def _ratio(value: np.ndarray, lip: np.ndarray) -> np.ndarray:
@@ -331,7 +392,7 @@ def relu_collisions(
         u_t, v_t = affine_collisions(prefix.blocks[0].weight, pairs)
         lower = measured_budget(pairs, u_t, v_t) * (1 - 1e-9)
     else:
-        lower = collision_lower_bound(prefix, pairs, settings.max_budget)
+        lower = collision_lower_bound(prefix, pairs, settings.max_budget, executor)
     pruned = lower > settings.max_budget
     # the known collision already meets the bound (which holds since it is within budget)
     optimal = (best_known <= settings.max_budget) & (best_known <= lower * (1 + 1e-12))
@@ -369,9 +430,10 @@ def _search_basis(prefix: Prefix, project: bool) -> np.ndarray | None:
 
 
 INLINE_WORK = 500_000
-"""Below this many pairs x (search dimension)^2 the descents run in the analysis's own
-process: shipping them to workers would cost more (a cone program's cost grows about
-with the square of the search dimension)."""
+"""Below this many pairs x (search dimension)^2 the descents (pairs x (last layer's
+width)^2: the lower bounds) run in the analysis's own process: shipping them to workers
+would cost more (a cone program's cost, and the projection's, grows about with the
+square of that dimension)."""
 
 
 @dataclass(frozen=True)
