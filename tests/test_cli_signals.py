@@ -16,6 +16,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 
@@ -62,12 +63,65 @@ def _children(pid: int) -> list[int]:
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
 @pytest.mark.parametrize("analysis", sorted(LONG_RUNS))
 def test_signal_during_a_long_analysis(tmp_path: Path, analysis: str, signum: int) -> None:
+    out = _previous_reports(tmp_path)
+    audit = _audit_busy_in(analysis, out, ["--workers", "2"])
+    workers = _children(audit.process.pid)
+    _interrupt(audit, signum, out)
+    stop = time.monotonic() + 30
+    while any(process_running(pid) for pid in workers) and time.monotonic() < stop:
+        time.sleep(0.5)
+    assert not [pid for pid in workers if process_running(pid)], "worker processes left running"
+
+
+def test_ctrl_c_cancels_the_work_on_a_dask_cluster(tmp_path: Path) -> None:
+    """``--scheduler``: Ctrl-C during the certificates' searches on a Dask cluster (a
+    ``LocalCluster`` of this test) keeps the same promises, and the cluster is left with
+    no task of the audit (its workers stay up: the cluster is not the audit's)."""
+    distributed = pytest.importorskip("distributed")
+    with distributed.LocalCluster(
+        n_workers=2, threads_per_worker=1, dashboard_address=None
+    ) as cluster, distributed.Client(cluster) as client:  # fmt: skip
+        out = _previous_reports(tmp_path)
+        scheduler = ["--scheduler", cluster.scheduler_address]
+        audit = _audit_busy_in("certificates", out, scheduler)
+        stop = time.monotonic() + 120
+        while not _scheduler_tasks(client) and time.monotonic() < stop:  # units on the cluster
+            assert audit.process.poll() is None, "".join(audit.seen)
+            time.sleep(0.1)
+        assert _scheduler_tasks(client) > 0, "no work reached the cluster"
+        _interrupt(audit, signal.SIGINT, out)
+        stop = time.monotonic() + 30
+        while _scheduler_tasks(client) and time.monotonic() < stop:
+            time.sleep(0.5)
+        assert _scheduler_tasks(client) == 0, "the audit's tasks are still on the cluster"
+        assert len(client.scheduler_info()["workers"]) == 2
+
+
+def _scheduler_tasks(client) -> int:
+    """Tasks the scheduler holds (the test's client holds none)."""
+    return client.run_on_scheduler(lambda dask_scheduler: len(dask_scheduler.tasks))
+
+
+def _previous_reports(tmp_path: Path) -> Path:
     out = tmp_path / "out"
     out.mkdir()
     for name in ("report.json", "report.html"):
         (out / name).write_text(PREVIOUS)
+    return out
+
+
+class Busy(NamedTuple):
+    """An audit process, its stderr so far (read by ``reader``)."""
+
+    process: subprocess.Popen
+    seen: list[str]
+    reader: threading.Thread
+
+
+def _audit_busy_in(analysis: str, out: Path, executor: list[str]) -> Busy:
+    """An audit process a few seconds into ``analysis``'s work."""
     model = str(corpus("mnistfc/mnist-net_256x4.onnx"))
-    command = [*AUDIT, model, *MNIST, "--only", analysis, "--out", str(out), "--workers", "2",
+    command = [*AUDIT, model, *MNIST, "--only", analysis, "--out", str(out), *executor,
                *LONG_RUNS[analysis]]  # fmt: skip
     env = {**os.environ, "FORCE_COLOR": "1", "COLUMNS": "200"}
     process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, env=env)
@@ -79,17 +133,17 @@ def test_signal_during_a_long_analysis(tmp_path: Path, analysis: str, signum: in
         time.sleep(0.2)
     time.sleep(3.0)  # inside the analysis's work
     assert process.poll() is None, f"{analysis} finished before the signal: {''.join(seen)}"
-    workers = _children(process.pid)
-    process.send_signal(signum)
-    code = process.wait(timeout=60)
-    reader.join(timeout=10)
-    stderr = "".join(seen)
+    return Busy(process, seen, reader)
+
+
+def _interrupt(audit: Busy, signum: int, out: Path) -> None:
+    """Send ``signum``: exit 2, "interrupted" last, no traceback, the previous reports."""
+    audit.process.send_signal(signum)
+    code = audit.process.wait(timeout=60)
+    audit.reader.join(timeout=10)
+    stderr = "".join(audit.seen)
     assert code == 2, stderr[-2000:]
     assert "interrupted" in stderr.strip().splitlines()[-1]
     assert "Traceback" not in stderr
     assert sorted(p.name for p in out.iterdir()) == ["report.html", "report.json"]
     assert all((out / name).read_text() == PREVIOUS for name in ("report.json", "report.html"))
-    stop = time.monotonic() + 30
-    while any(process_running(pid) for pid in workers) and time.monotonic() < stop:
-        time.sleep(0.5)
-    assert not [pid for pid in workers if process_running(pid)], "worker processes left running"

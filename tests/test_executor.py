@@ -50,8 +50,11 @@ def test_every_executor_returns_the_units_results_in_order(dask_cluster) -> None
             assert executor.map(units.scaled, range(40), shared=shared) == expected
             # seeds per unit: the same numbers wherever the units ran
             assert executor.map(units.seeded, range(40), shared=executor.share(7)) == seeded
+            seen: list[int] = []  # progress, in this process, whatever ran the units
+            executor.map(units.scaled, range(40), shared=shared, progress=seen.append)
+            assert sum(seen) == 40 and len(seen) > 1, seen
             counts = executor.take_units()
-        assert sum(counts.values()) == 80, counts
+        assert sum(counts.values()) == 120, counts
 
 
 def test_local_workers_are_other_processes_and_progress_counts_every_unit() -> None:
@@ -117,6 +120,25 @@ def test_a_worker_that_dies_is_an_error_not_a_hang() -> None:
         executor.map(units.dying, range(6), chunk=1)
     # the pool recovers for the next map
     assert executor.map(units.scaled, range(3), shared=executor.share(np.ones(3))) == [2.0] * 3
+
+
+def test_a_dask_worker_that_dies_is_an_error_not_a_hang() -> None:
+    """A unit that kills its Dask worker: ``WorkerLost`` once the scheduler gives up on the
+    task (here at the first death), not a wait for a worker that never answers."""
+    dask = pytest.importorskip("dask")
+    distributed = pytest.importorskip("distributed")
+    with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
+        cluster = distributed.LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+        )
+    try:
+        with DaskExecutor(cluster.scheduler_address) as executor:
+            started = time.monotonic()
+            with pytest.raises(WorkerLost, match="worker process died"):
+                executor.map(units.dying, range(6), chunk=1)
+            assert time.monotonic() - started < 60
+    finally:
+        cluster.close()
 
 
 def test_scheduler_and_worker_options_fail_with_one_clear_error(monkeypatch) -> None:
