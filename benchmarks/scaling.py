@@ -10,12 +10,14 @@ counts (never seconds), so every configuration does the same work:
   the corpus images with small noise, no time cap; digits_mlp3's descents are too small to
   leave the main process).
 
-Each runs once untimed (first-use costs), then serially (``--workers 1``), on 2 local
-worker processes and on a Dask ``LocalCluster`` of 2 one-thread workers started here
-(with Dask's default worker settings), ``--repeat`` times in turn; the script prints the
-best wall time of each (the machine is shared: the best run is the one least disturbed
-by other work, as ``timeit`` reports it), the speedup over serial (target: at least
-1.7x on 2 idle cores) and checks that the reports agree. The peer: the speedup of two
+Each runs once untimed in every configuration (first-use costs: imports, compiled
+problems, starting the local worker processes, about 2-3 s once per audit), then
+serially (``--workers 1``), on 2 local worker processes and on a Dask ``LocalCluster`` of
+2 one-thread workers started here (with Dask's default worker settings), ``--repeat``
+times in turn; the script prints the best wall time of each (the machine is shared: the
+best run is the one least disturbed by other work, as ``timeit`` reports it), the
+speedup over serial (target: at least 1.7x on 2 idle cores) and checks that the reports
+agree. The peer: the speedup of two
 processes over one on pure compute (numpy matrix products, no audit code), measured in
 the same run just before and after each workload (the best of both), the machine's
 ceiling at that time: a speedup near it means the executor loses nothing. Then the
@@ -179,10 +181,11 @@ def main() -> None:
           f"{'dask x2':>9}{'speedup':>9}  reports agree")  # fmt: skip
     for name, settings in _workloads(args.samples, args.pairs).items():
         ceiling = _ceiling(pool, args.repeat)
-        _run(settings)  # warm-up: first-use costs (imports, compiled problems) are not scaling
         configurations = {"serial": {}, "local": {"workers": 2}}
         if cluster is not None:
             configurations["dask"] = {"scheduler": cluster.scheduler_address}
+        for options in configurations.values():  # warm-up: first-use costs are not scaling
+            _run(settings, **options)
         best, reports = _best_times(settings, configurations, args.repeat)
         serial, local = best["serial"], best["local"]
         speedup = serial / local
