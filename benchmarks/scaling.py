@@ -17,13 +17,12 @@ serially (``--workers 1``), on 2 local worker processes and on a Dask ``LocalClu
 times in turn; the script prints the best wall time of each (the machine is shared: the
 best run is the one least disturbed by other work, as ``timeit`` reports it), the
 speedup over serial (target: at least 1.7x on 2 idle cores) and checks that the reports
-agree. The peer: the speedup of two
-processes over one on pure compute (numpy matrix products, no audit code), measured in
-the same run just before and after each workload (the best of both), the machine's
-ceiling at that time: a speedup near it means the executor loses nothing. Then the
-growth with the problem size: the attack-bound and certificates runs at n and 4n samples
-and the lower-bounds run at p and 4p pairs, serially, with the fitted exponent of
-time ~ size^k (1: linear).
+agree. The peer: the speedup of two processes over one on pure compute (numpy matrix
+products, no audit code), measured in the same run just before and after each workload
+(the best of both), the machine's ceiling at that time: a speedup near it means the
+executor loses nothing. Then the growth with the problem size: the attack-bound and
+certificates runs at n and 4n samples and the lower-bounds run at p and 4p pairs,
+serially, with the fitted exponent of time ~ size^k (1: linear).
 
     python benchmarks/scaling.py [--samples 16] [--pairs 100] [--repeat 5] [--skip-dask]
                                  [--skip-growth]
